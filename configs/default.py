@@ -1,0 +1,83 @@
+"""Defaults shared by every experiment: DLA with ResNet-50-FPN on COCO, the paper's 1x recipe.
+
+Experiment configs start from this one and change a few fields. Every field can be overridden
+from the command line, e.g. ``--config.optim.base_lr=0.02``.
+"""
+
+import ml_collections
+
+
+def get_config() -> ml_collections.ConfigDict:
+  config = ml_collections.ConfigDict()
+
+  config.model = model = ml_collections.ConfigDict()
+  # resnet18/34/50/101, resnext101_32x4d, resnext101_64x4d (torchvision layouts).
+  model.backbone = 'resnet50'
+  # Channels of the stem and first stage; 64 is the torchvision network, smaller values give
+  # narrow networks for tiny experiments (the other stages scale with it).
+  model.backbone_width = 64
+  # Stem and stage 1 get no update and no weight decay (MMDetection's frozen_stages=1);
+  # 0 freezes the stem only, -1 nothing.
+  model.frozen_stages = 1
+  # Folder written by `dla-import-torchvision` (orbax); '' trains the backbone from scratch.
+  model.backbone_init = ''
+  model.fpn_channels = 256
+  model.head_channels = 256
+  model.head_convs = 4
+  model.gn_groups = 32
+  # Channels of the metric branch's 1x1 reduce conv (paper, section 3.3).
+  model.metric_channels = 256
+  # 'point' (anchor-free: l, t, r, b distances in strides) or 'anchor' (deltas on one square
+  # anchor per location); the paper reports both.
+  model.prior = 'point'
+  model.anchor_scale = 8.0
+  # Initial foreground probability of the class logits (RetinaNet/ATSS bias init).
+  model.prior_prob = 0.01
+  # Compute dtype ('float32' or 'bfloat16'); parameters are always float32.
+  model.dtype = 'float32'
+
+  config.data = data = ml_collections.ConfigDict()
+  data.num_classes = 80
+  # Padded input (height, width) of landscape images; portrait images use the transpose.
+  data.image_size = (800, 1344)
+  data.max_boxes = 100
+
+  config.assigner = assigner = ml_collections.ConfigDict()
+  # 'dla' (the paper) or 'atss' (the baseline: alpha = 1 and s = 0, so m = IoU_prior).
+  assigner.name = 'dla'
+  assigner.topk = 10
+  # Regression weight w = m ** gamma (eq. 6).
+  assigner.gamma = 1.0
+  # Alpha schedule (eq. 2): alpha = (1 - alpha0) * exp(-t / sqrt(T)) + alpha0.
+  # 'epoch': t counts whole epochs (the paper); 'continuous': t is fractional; 'fixed': alpha is
+  # fixed_alpha throughout (Table 2's ablation).
+  assigner.alpha_schedule = 'epoch'
+  assigner.alpha0 = 0.9
+  assigner.fixed_alpha = 0.9
+
+  config.loss = loss = ml_collections.ConfigDict()
+  # Eq. 8: L = cls_weight * L_cls + reg_weight * L_reg + metric_weight * L_metric.
+  loss.cls_weight = 1.0
+  loss.reg_weight = 2.0
+  loss.metric_weight = 1.0
+  loss.focal_alpha = 0.25
+  loss.focal_gamma = 2.0
+  # Exponent of the metric loss's modulating factor (eq. 7).
+  loss.metric_beta = 2.0
+
+  config.optim = optim = ml_collections.ConfigDict()
+  # SGD, lr 0.01 per 16 images scaled linearly with the global batch (the 1x recipe).
+  optim.base_lr = 0.01
+  optim.base_batch = 16
+  optim.momentum = 0.9
+  optim.weight_decay = 1e-4
+  optim.warmup_steps = 500
+  optim.warmup_ratio = 1.0 / 3.0
+  optim.epochs = 12
+  optim.decay_epochs = (8, 11)
+  optim.decay_factor = 0.1
+
+  config.train = train = ml_collections.ConfigDict()
+  train.global_batch = 16
+  train.seed = 0
+  return config

@@ -1,0 +1,1 @@
+"""The detector network: backbone (models.resnet), FPN (models.fpn), DLA head (models.head)."""

@@ -1,0 +1,71 @@
+"""The whole detector, built from a config: backbone -> FPN -> DLA head."""
+
+import os
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import ml_collections
+
+from dla_jax.models import fpn as fpn_lib
+from dla_jax.models import head as head_lib
+from dla_jax.models import pretrained
+from dla_jax.models import resnet
+
+DTYPES = {'float32': jnp.float32, 'bfloat16': jnp.bfloat16}
+
+
+class Detector(nn.Module):
+  """Backbone, FPN and head; parameter subtrees ``backbone``, ``fpn`` and ``head``."""
+  backbone: resnet.ResNet
+  fpn: fpn_lib.FPN
+  head: head_lib.DLAHead
+
+  def __call__(self, images: jax.Array) -> dict[str, jax.Array]:
+    """images: [B, H, W, 3] normalised, H and W multiples of 32 -> the head's outputs
+    (cls_logits [B, N, C], box_reg [B, N, 4], metric_logits [B, N], float32)."""
+    if images.ndim != 4 or images.shape[-1] != 3:
+      raise ValueError(f'images must be [batch, height, width, 3] (NHWC, RGB); got shape '
+                       f'{tuple(images.shape)}')
+    return self.head(self.fpn(self.backbone(images)))
+
+
+def compute_dtype(config: ml_collections.ConfigDict) -> Any:
+  if config.model.dtype not in DTYPES:
+    raise ValueError(f'model.dtype: {config.model.dtype!r} is not one of {sorted(DTYPES)}')
+  return DTYPES[config.model.dtype]
+
+
+def build_detector(config: ml_collections.ConfigDict) -> Detector:
+  """The detector of ``config.model`` for ``config.data.num_classes`` classes."""
+  m = config.model
+  dtype = compute_dtype(config)
+  resnet.get_spec(m.backbone)  # fails early, naming the field, on an unknown architecture
+  if m.prior not in head_lib.PRIOR_MODES:
+    raise ValueError(f'model.prior: {m.prior!r} is not one of {head_lib.PRIOR_MODES}')
+  for field in ('fpn_channels', 'head_channels', 'metric_channels'):
+    if m[field] <= 0:
+      raise ValueError(f'model.{field}: must be positive, got {m[field]}')
+  if m.head_channels % m.gn_groups:
+    raise ValueError(f'model.gn_groups: {m.gn_groups} does not divide model.head_channels '
+                     f'({m.head_channels})')
+  if config.data.num_classes < 1:
+    raise ValueError(f'data.num_classes: must be at least 1, got {config.data.num_classes}')
+  return Detector(
+      backbone=resnet.ResNet(m.backbone, m.backbone_width, m.frozen_stages, dtype),
+      fpn=fpn_lib.FPN(m.fpn_channels, dtype),
+      head=head_lib.DLAHead(config.data.num_classes, m.head_channels, m.head_convs, m.gn_groups,
+                            m.metric_channels, len(fpn_lib.STRIDES), m.prior, m.prior_prob, dtype))
+
+
+def init_variables(model: Detector, config: ml_collections.ConfigDict,
+                   rng: jax.Array) -> dict[str, Any]:
+  """Initial ``{'params', 'batch_stats'}``, float32; the backbone's are read from
+  ``config.model.backbone_init`` when it is set. Parameter shapes do not depend on the image
+  size, so a small dummy image is used."""
+  variables = jax.jit(model.init)(rng, jnp.zeros((1, 64, 64, 3), jnp.float32))
+  if config.model.backbone_init:
+    variables = pretrained.load_backbone(os.path.expanduser(config.model.backbone_init),
+                                         variables)
+  return variables

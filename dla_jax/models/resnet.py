@@ -1,0 +1,176 @@
+"""ResNet and ResNeXt backbones in torchvision's layout, NHWC, with frozen BatchNorm.
+
+torchvision layout: a 7x7 stride-2 stem, 3x3 stride-2 max-pool, four stages of residual blocks;
+in a bottleneck the stride sits on the 3x3 conv ("ResNet v1.5"); the shortcut is a strided 1x1
+conv followed by BatchNorm. Module names follow torchvision's ``state_dict`` keys so that
+``dla_jax.tools.import_torchvision`` maps weights one to one.
+
+BatchNorm is frozen, as in the ATSS code base (maskrcnn-benchmark's FrozenBatchNorm2d) and
+MMDetection's ``norm_eval=True``: ``scale``, ``bias``, ``mean`` and ``var`` live in the
+``batch_stats`` collection and act as constants, so the optimizer never sees them.
+"""
+
+import dataclasses
+from typing import Any, Sequence
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+BN_EPS = 1e-5  # torchvision's BatchNorm2d and FrozenBatchNorm2d.
+
+
+@dataclasses.dataclass(frozen=True)
+class ResNetSpec:
+  """Block type and depth of one architecture, in torchvision's terms."""
+  bottleneck: bool
+  stage_sizes: tuple[int, int, int, int]
+  groups: int = 1
+  width_per_group: int = 64
+
+
+ARCHITECTURES = {
+    'resnet18': ResNetSpec(False, (2, 2, 2, 2)),
+    'resnet34': ResNetSpec(False, (3, 4, 6, 3)),
+    'resnet50': ResNetSpec(True, (3, 4, 6, 3)),
+    'resnet101': ResNetSpec(True, (3, 4, 23, 3)),
+    'resnext101_32x4d': ResNetSpec(True, (3, 4, 23, 3), groups=32, width_per_group=4),
+    'resnext101_64x4d': ResNetSpec(True, (3, 4, 23, 3), groups=64, width_per_group=4),
+}
+
+
+def get_spec(name: str) -> ResNetSpec:
+  """The spec of backbone ``name``; raises ValueError naming the known ones."""
+  if name not in ARCHITECTURES:
+    raise ValueError(f'model.backbone: unknown architecture {name!r}; '
+                     f'known: {", ".join(sorted(ARCHITECTURES))}')
+  return ARCHITECTURES[name]
+
+
+def out_channels(name: str, width: int = 64) -> tuple[int, int, int]:
+  """Channels of C3, C4, C5 for backbone ``name`` with stem width ``width``."""
+  expansion = 4 if get_spec(name).bottleneck else 1
+  return tuple(width * 2**i * expansion for i in (1, 2, 3))
+
+
+def _conv(features: int, kernel: int, stride: int, dtype: Any, groups: int = 1,
+          name: str | None = None) -> nn.Conv:
+  """A bias-free conv padded like torch (``kernel // 2`` on each side)."""
+  pad = kernel // 2
+  return nn.Conv(features, (kernel, kernel), (stride, stride), padding=((pad, pad), (pad, pad)),
+                 feature_group_count=groups, use_bias=False, dtype=dtype,
+                 kernel_init=nn.initializers.variance_scaling(2.0, 'fan_out', 'normal'),
+                 name=name)
+
+
+class FrozenBatchNorm(nn.Module):
+  """BatchNorm in inference mode with constant statistics: ``x * scale' + bias'``.
+
+  ``scale' = scale / sqrt(var + eps)`` and ``bias' = bias - mean * scale'``. Initialised to the
+  identity (scale 1, bias 0, mean 0, var 1) for training from scratch.
+  """
+  dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, x: jax.Array) -> jax.Array:
+    c = x.shape[-1]
+    stat = lambda name, init: self.variable('batch_stats', name, init, (c,), jnp.float32).value
+    scale = stat('scale', jnp.ones)
+    bias = stat('bias', jnp.zeros)
+    mean = stat('mean', jnp.zeros)
+    var = stat('var', jnp.ones)
+    mul = scale * jax.lax.rsqrt(var + BN_EPS)
+    return x * mul.astype(self.dtype) + (bias - mean * mul).astype(self.dtype)
+
+
+class BasicBlock(nn.Module):
+  """Two 3x3 convs (ResNet-18/34); the first carries the stride."""
+  planes: int
+  stride: int
+  dtype: Any
+
+  @nn.compact
+  def __call__(self, x: jax.Array) -> jax.Array:
+    y = _conv(self.planes, 3, self.stride, self.dtype, name='conv1')(x)
+    y = nn.relu(FrozenBatchNorm(self.dtype, name='bn1')(y))
+    y = _conv(self.planes, 3, 1, self.dtype, name='conv2')(y)
+    y = FrozenBatchNorm(self.dtype, name='bn2')(y)
+    return nn.relu(y + _shortcut(x, self.planes, self.stride, self.dtype))
+
+
+class Bottleneck(nn.Module):
+  """1x1 reduce, 3x3 (strided, grouped for ResNeXt), 1x1 expand by 4."""
+  planes: int
+  stride: int
+  dtype: Any
+  groups: int = 1
+  width_per_group: int = 64
+
+  @nn.compact
+  def __call__(self, x: jax.Array) -> jax.Array:
+    width = self.planes * self.width_per_group // 64 * self.groups
+    y = _conv(width, 1, 1, self.dtype, name='conv1')(x)
+    y = nn.relu(FrozenBatchNorm(self.dtype, name='bn1')(y))
+    y = _conv(width, 3, self.stride, self.dtype, self.groups, name='conv2')(y)
+    y = nn.relu(FrozenBatchNorm(self.dtype, name='bn2')(y))
+    y = _conv(self.planes * 4, 1, 1, self.dtype, name='conv3')(y)
+    y = FrozenBatchNorm(self.dtype, name='bn3')(y)
+    return nn.relu(y + _shortcut(x, self.planes * 4, self.stride, self.dtype))
+
+
+def _shortcut(x: jax.Array, features: int, stride: int, dtype: Any) -> jax.Array:
+  """Identity, or torchvision's ``downsample`` (strided 1x1 conv + BN) where the shape changes.
+
+  Called from inside a block's compact ``__call__``, so the modules belong to that block.
+  """
+  if stride == 1 and x.shape[-1] == features:
+    return x
+  y = _conv(features, 1, stride, dtype, name='downsample_conv')(x)
+  return FrozenBatchNorm(dtype, name='downsample_bn')(y)
+
+
+class ResNet(nn.Module):
+  """ResNet/ResNeXt trunk returning C3, C4, C5 (strides 8, 16, 32).
+
+  Attributes:
+    arch: architecture name, a key of ``ARCHITECTURES``.
+    width: channels of the stem and of stage 1's 3x3 convs (64 in torchvision).
+    frozen_stages: stem (stage 0) and stages 1..frozen_stages get no gradient.
+    dtype: compute dtype.
+  """
+  arch: str
+  width: int = 64
+  frozen_stages: int = 1
+  dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, images: jax.Array) -> list[jax.Array]:
+    """images: [B, H, W, 3] -> [C3 [B, H/8, W/8, *], C4 [B, H/16, ...], C5 [B, H/32, ...]]."""
+    spec = get_spec(self.arch)
+    x = _conv(self.width, 7, 2, self.dtype, name='conv1')(images.astype(self.dtype))
+    x = nn.relu(FrozenBatchNorm(self.dtype, name='bn1')(x))
+    x = nn.max_pool(x, (3, 3), (2, 2), padding=((1, 1), (1, 1)))
+    if self.frozen_stages >= 0:
+      x = jax.lax.stop_gradient(x)
+    features = []
+    for stage, blocks in enumerate(spec.stage_sizes):
+      planes = self.width * 2**stage
+      for i in range(blocks):
+        stride = 2 if stage > 0 and i == 0 else 1
+        name = f'layer{stage + 1}_{i}'
+        if spec.bottleneck:
+          x = Bottleneck(planes, stride, self.dtype, spec.groups, spec.width_per_group,
+                         name=name)(x)
+        else:
+          x = BasicBlock(planes, stride, self.dtype, name=name)(x)
+      if stage + 1 <= self.frozen_stages:
+        x = jax.lax.stop_gradient(x)
+      features.append(x)
+    return features[1:]
+
+
+def stage_of(module_name: str) -> int:
+  """Stage of a top-level backbone module: 0 for the stem (conv1, bn1), S for ``layerS_i``."""
+  if module_name.startswith('layer'):
+    return int(module_name[len('layer'):].split('_')[0])
+  return 0

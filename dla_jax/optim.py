@@ -1,0 +1,56 @@
+"""The optimizer of the paper's recipe (ATSS's): SGD with momentum, linear warm-up, step decay,
+weight decay on every trained parameter, and no update at all for frozen backbone stages."""
+
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import optax
+
+from dla_jax.models import resnet
+
+
+def trainable_mask(params: Any, frozen_stages: int) -> Any:
+  """Pytree of bools over ``params``: False for the backbone stem (stage 0) and stages
+  1..frozen_stages, True elsewhere."""
+
+  def trainable(path, _):
+    keys = [k.key for k in path]
+    return keys[0] != 'backbone' or resnet.stage_of(keys[1]) > frozen_stages
+
+  return jax.tree_util.tree_map_with_path(trainable, params)
+
+
+def learning_rate(config: ml_collections.ConfigDict, steps_per_epoch: int) -> optax.Schedule:
+  """lr(step): base_lr * global_batch / base_batch, linear warm-up from warmup_ratio over
+  warmup_steps (MMDetection's 'linear' warm-up), times decay_factor at each of decay_epochs."""
+  o = config.optim
+  if steps_per_epoch < 1:
+    raise ValueError(f'steps_per_epoch must be at least 1, got {steps_per_epoch}')
+  peak = o.base_lr * config.train.global_batch / o.base_batch
+  boundaries = [int(e * steps_per_epoch) for e in o.decay_epochs]
+
+  def schedule(step):
+    step = jnp.asarray(step, jnp.float32)
+    progress = jnp.minimum(step / max(o.warmup_steps, 1), 1.0)
+    warmup = 1.0 - (1.0 - o.warmup_ratio) * (1.0 - progress)
+    decays = sum((step >= b).astype(jnp.float32) for b in boundaries)
+    return peak * warmup * o.decay_factor ** decays
+
+  return schedule
+
+
+def make_optimizer(config: ml_collections.ConfigDict, params: Any,
+                   steps_per_epoch: int) -> optax.GradientTransformation:
+  """SGD with momentum and L2 weight decay added to the gradient (torch's SGD ``weight_decay``),
+  on trainable params only; frozen params get an update of exactly zero."""
+  o = config.optim
+  for field in ('base_lr', 'momentum', 'weight_decay', 'base_batch'):
+    if o[field] < 0 or (field in ('base_lr', 'base_batch') and o[field] == 0):
+      raise ValueError(f'optim.{field}: invalid value {o[field]}')
+  mask = trainable_mask(params, config.model.frozen_stages)
+  labels = jax.tree_util.tree_map(lambda t: 'train' if t else 'frozen', mask)
+  train = optax.chain(optax.add_decayed_weights(o.weight_decay),
+                      optax.sgd(learning_rate(config, steps_per_epoch), momentum=o.momentum))
+  return optax.multi_transform({'train': train, 'frozen': optax.set_to_zero()}, labels)

@@ -1,0 +1,144 @@
+"""The whole network: shapes of the paper's detectors, parameter counts, frozen parts, bf16."""
+
+import numpy as np
+import pytest
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from configs import dla_r101_fpn_2x_coco
+from configs import dla_r50_fpn_1x_coco
+from configs import dla_r50_fpn_anchor_1x_coco
+from configs import dla_x101_64x4d_fpn_2x_coco
+from configs import shapes_tiny
+from dla_jax import optim
+from dla_jax import priors as priors_lib
+from dla_jax.models import detector
+from dla_jax.models import fpn as fpn_lib
+
+# ATSS R50-FPN (80 classes) counted layer by layer, BatchNorm affine terms included as PyTorch
+# counts them: torchvision ResNet-50 without fc 23,508,032; FPN (3 laterals, 3 outputs, P6, P7)
+# 3,868,672; head: 8 tower convs + GroupNorm 4,722,688, classifier 184,400, regression 9,220,
+# centerness 2,305, 5 scales.
+ATSS_R50_PARAMS = 23_508_032 + 3_868_672 + 4_722_688 + 184_400 + 9_220 + 2_305 + 5
+# DLA's metric branch replaces centerness: 1x1 conv 512 -> 256 (+bias), 3x3 conv 256 -> 1 (+bias).
+METRIC_BRANCH_PARAMS = 512 * 256 + 256 + 9 * 256 + 1
+
+
+def _pytorch_style_count(variables) -> int:
+  """Trainable params plus BatchNorm scale and bias (running statistics are buffers in torch)."""
+  bn = [v for p, v in jax.tree_util.tree_flatten_with_path(variables['batch_stats'])[0]
+        if p[-1].key in ('scale', 'bias')]
+  return sum(x.size for x in jax.tree.leaves(variables['params'])) + sum(x.size for x in bn)
+
+
+@pytest.mark.parametrize('config_module', [dla_r50_fpn_1x_coco, dla_r50_fpn_anchor_1x_coco,
+                                           dla_r101_fpn_2x_coco, dla_x101_64x4d_fpn_2x_coco])
+@pytest.mark.parametrize('image_size', [(800, 1344), (1344, 800)])
+def test_paper_detectors_output_one_row_per_prior_at_coco_size(config_module, image_size):
+  config = config_module.get_config()
+  model = detector.build_detector(config)
+  images = jax.ShapeDtypeStruct((2, *image_size, 3), jnp.float32)
+  variables, outputs = jax.eval_shape(
+      lambda x: model.init_with_output(jax.random.key(0), x)[::-1], images)
+  n = sum(priors_lib.make_priors(image_size, fpn_lib.STRIDES, 8.0).level_sizes)
+  assert outputs['cls_logits'].shape == (2, n, 80)
+  assert outputs['box_reg'].shape == (2, n, 4)
+  assert outputs['metric_logits'].shape == (2, n)
+  assert all(o.dtype == jnp.float32 for o in outputs.values())
+  print(f'{config.model.backbone} {config.model.prior} {image_size}: N={n}, '
+        f'{_pytorch_style_count(variables):,} parameters')
+
+
+def test_r50_detector_has_atss_count_plus_metric_branch():
+  config = dla_r50_fpn_1x_coco.get_config()
+  variables = jax.eval_shape(detector.build_detector(config).init, jax.random.key(0),
+                             jax.ShapeDtypeStruct((1, 64, 64, 3), jnp.float32))
+  count = _pytorch_style_count(variables)
+  expected = ATSS_R50_PARAMS + METRIC_BRANCH_PARAMS
+  print(f'DLA R50-FPN: {count:,} parameters; ATSS R50-FPN {ATSS_R50_PARAMS:,} + metric branch '
+        f'{METRIC_BRANCH_PARAMS:,} = {expected:,}')
+  assert abs(count - expected) <= 0.01 * expected
+
+
+def _tiny(**model_overrides):
+  config = shapes_tiny.get_config()
+  config.model.update(model_overrides)
+  return config
+
+
+def test_priors_follow_the_head_output_order():
+  """Per-level sizes of the priors equal the sizes of the head's per-level feature maps."""
+  config = _tiny()
+  model = detector.build_detector(config)
+  images = jnp.zeros((1, 96, 160, 3))
+  variables = detector.init_variables(model, config, jax.random.key(0))
+  _, state = model.apply(variables, images, capture_intermediates=True)
+  pyramid = state['intermediates']['fpn']['__call__'][0]
+  p = priors_lib.make_priors((96, 160), fpn_lib.STRIDES, 8.0)
+  assert tuple(x.shape[1] * x.shape[2] for x in pyramid) == p.level_sizes
+
+
+def test_frozen_stages_and_batchnorm_get_exactly_zero_update():
+  config = _tiny(frozen_stages=1)
+  config.optim.warmup_steps = 0
+  model = detector.build_detector(config)
+  variables = detector.init_variables(model, config, jax.random.key(0))
+  images = jax.random.normal(jax.random.key(1), (2, 64, 64, 3))
+
+  def loss_fn(params):
+    out = model.apply({'params': params, 'batch_stats': variables['batch_stats']}, images)
+    return sum(jnp.mean(jnp.square(v)) for v in out.values())
+
+  params = variables['params']
+  grads = jax.grad(loss_fn)(params)
+  tx = optim.make_optimizer(config, params, steps_per_epoch=10)
+  updates, _ = tx.update(grads, tx.init(params), params)
+  new = optax.apply_updates(params, updates)
+
+  for name, before in params['backbone'].items():
+    changed = jax.tree.leaves(jax.tree.map(lambda a, b: bool(jnp.any(a != b)), before,
+                                           new['backbone'][name]))
+    if name in ('conv1', 'layer1_0', 'layer1_1'):
+      assert not any(changed), name
+    else:
+      assert all(changed), name
+  # BatchNorm statistics are not parameters: the optimizer never sees them.
+  assert all('bn' not in str(p) for p, _ in jax.tree_util.tree_flatten_with_path(new)[0])
+
+
+def test_bfloat16_forward_agrees_with_float32():
+  config = _tiny()
+  images = jax.random.normal(jax.random.key(1), (2, 64, 64, 3))
+  variables = detector.init_variables(detector.build_detector(config), config,
+                                      jax.random.key(0))
+  out32 = detector.build_detector(config).apply(variables, images)
+  config.model.dtype = 'bfloat16'
+  out16 = detector.build_detector(config).apply(variables, images)
+  for k in out32:
+    assert out16[k].dtype == jnp.float32
+    scale = float(jnp.max(jnp.abs(out32[k])))
+    err = float(jnp.max(jnp.abs(out16[k] - out32[k])))
+    assert err <= 0.05 * scale, f'{k}: bf16 error {err:.3g} vs scale {scale:.3g}'
+    assert err > 0, f'{k}: bf16 path did not run in bfloat16'
+
+
+@pytest.mark.parametrize('shape', [(64, 64, 3), (1, 64, 64, 1), (1, 3, 64, 64)])
+def test_images_of_wrong_rank_or_channels_are_rejected(shape):
+  config = _tiny()
+  model = detector.build_detector(config)
+  with pytest.raises(ValueError, match=r'images must be \[batch, height, width, 3\]'):
+    jax.eval_shape(model.init, jax.random.key(0), jax.ShapeDtypeStruct(shape, jnp.float32))
+
+
+@pytest.mark.parametrize('field, value, message', [
+    ('backbone', 'resnet51', r"model.backbone: unknown architecture 'resnet51'"),
+    ('prior', 'box', r"model.prior: 'box' is not one of"),
+    ('dtype', 'float16', r"model.dtype: 'float16'"),
+    ('gn_groups', 24, r'model.gn_groups: 24 does not divide'),
+])
+def test_bad_model_config_names_the_field(field, value, message):
+  config = _tiny(**{field: value})
+  with pytest.raises(ValueError, match=message):
+    detector.build_detector(config)
