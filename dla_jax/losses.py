@@ -1,0 +1,127 @@
+"""DLA's loss (paper, section 3.3): focal (eq. 4), weighted GIoU (eqs. 5-6), metric (eq. 7).
+
+``detection_loss`` runs the batched assigner on stop-gradient predictions and combines the three
+terms as eq. 8: ``L = cls_weight * L_cls + reg_weight * L_reg + metric_weight * L_metric``.
+
+Normalisers. ``L_cls`` and ``L_metric`` are divided by the number of positives ``N_pos``,
+``L_reg`` by the sum of the regression weights ``sum(w)``, both over the whole batch and both
+clamped at 1 as ATSS / MMDetection do (``reduce_mean(...).clamp_(min=1)``), so a batch without
+positives has a finite loss (then only the background terms, divided by 1). Under ``jax.jit``
+with a sharded global batch the sums are already global and no ``axis_name`` is needed. Inside a
+per-device map (``jax.shard_map`` or a named ``vmap``), pass ``axis_name``: the per-device
+normalisers are then averaged with ``lax.pmean``, as MMDetection's ``reduce_mean``, and the mean
+over devices of the per-device losses equals the loss of the global batch.
+"""
+
+from typing import Optional
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+
+from dla_jax import assign as assign_lib
+from dla_jax import boxes as box_ops
+from dla_jax.priors import Priors
+
+
+def _bce_with_logits(logits: jnp.ndarray, targets: jnp.ndarray) -> jnp.ndarray:
+  """``BCE(sigmoid(logits), targets)`` elementwise, stable for any logit."""
+  return jax.nn.softplus(logits) - targets * logits
+
+
+def focal_loss(logits: jnp.ndarray, targets: jnp.ndarray, alpha: float,
+               gamma: float) -> jnp.ndarray:
+  """Sigmoid focal loss (eq. 4; Lin et al. 2017), elementwise and unreduced.
+
+  Args:
+    logits: [..., C] float32 class logits.
+    targets: [..., C] float32 in {0, 1}: one-hot of the assigned class, zeros for background.
+    alpha: weight of the positive term (``config.loss.focal_alpha``).
+    gamma: focusing exponent (``config.loss.focal_gamma``).
+
+  Returns:
+    [..., C] float32, ``-alpha_t (1 - p_t) ** gamma log(p_t)``.
+  """
+  p = jax.nn.sigmoid(logits)
+  p_t = p * targets + (1.0 - p) * (1.0 - targets)
+  alpha_t = alpha * targets + (1.0 - alpha) * (1.0 - targets)
+  return alpha_t * (1.0 - p_t)**gamma * _bce_with_logits(logits, targets)
+
+
+def giou_loss(pred_boxes: jnp.ndarray, target_boxes: jnp.ndarray) -> jnp.ndarray:
+  """``1 - GIoU`` (eq. 5), elementwise over ``[..., 4]`` boxes -> ``[...]``, in ``[0, 2]``."""
+  return 1.0 - box_ops.aligned_giou(pred_boxes, target_boxes)
+
+
+def metric_loss(logits: jnp.ndarray, targets: jnp.ndarray, beta: float) -> jnp.ndarray:
+  """Eq. 7: ``|c - m| ** beta * BCE(c, m)`` with ``c = sigmoid(logits)``, elementwise.
+
+  On positives the target is the assignment metric ``m``; on negatives it is 0, where the same
+  expression is eq. 7's negative branch ``c ** beta * BCE(c, 0)``.
+
+  Args:
+    logits: [...] float32 metric logits.
+    targets: [...] float32 in [0, 1]: ``m`` on positives, 0 on negatives.
+    beta: modulating exponent (``config.loss.metric_beta``).
+
+  Returns:
+    [...] float32.
+  """
+  c = jax.nn.sigmoid(logits)
+  return jnp.abs(c - targets)**beta * _bce_with_logits(logits, targets)
+
+
+def detection_loss(outputs: dict[str, jnp.ndarray],
+                   priors: Priors,
+                   gt_boxes: jnp.ndarray,
+                   gt_labels: jnp.ndarray,
+                   gt_valid: jnp.ndarray,
+                   alpha: jnp.ndarray,
+                   config: ml_collections.ConfigDict,
+                   axis_name: Optional[str] = None) -> tuple[jnp.ndarray, dict[str, jnp.ndarray]]:
+  """Eq. 8 on a batch: assigns labels from the (stop-gradient) predictions, then the loss.
+
+  Args:
+    outputs: the head's float32 outputs, ``cls_logits [B, N, C]``, ``box_reg [B, N, 4]``
+      (point: l, t, r, b in strides; anchor: deltas) and ``metric_logits [B, N]``.
+    priors: the priors of the padded image size, host arrays (closed over, not traced).
+    gt_boxes: [B, G, 4] float32, (x1, y1, x2, y2) in pixels.
+    gt_labels: [B, G] int32 classes in ``[0, C)``.
+    gt_valid: [B, G] bool, False for padding.
+    alpha: [] float32 from ``assign.alpha_schedule`` (eq. 2).
+    config: the experiment config (``model.prior``, ``assigner``, ``loss``).
+    axis_name: the mapped device axis whose normalisers are averaged, or None (see the module
+      docstring).
+
+  Returns:
+    The total loss ``[]`` and a dict of ``[]`` float32 metrics: ``loss``, ``loss_cls``,
+    ``loss_reg``, ``loss_metric``, ``num_pos`` (positives per device, or in the batch) and
+    ``alpha``.
+  """
+  cls_logits = outputs['cls_logits']
+  num_classes = cls_logits.shape[-1]
+  pred_boxes = box_ops.decode(outputs['box_reg'], priors, config.model.prior)
+  a = config.assigner
+  targets = assign_lib.assign_batch(
+      jnp.asarray(priors.anchors), jnp.asarray(priors.centers), gt_boxes, gt_labels, gt_valid,
+      jax.lax.stop_gradient(jax.nn.sigmoid(cls_logits)), jax.lax.stop_gradient(pred_boxes),
+      alpha, level_sizes=tuple(priors.level_sizes), topk=a.topk, gamma=a.gamma,
+      num_classes=num_classes, name=a.name)
+
+  num_pos = targets.positive.sum().astype(jnp.float32)
+  sum_w = targets.reg_weights.sum()
+  if axis_name is not None:
+    num_pos, sum_w = jax.lax.pmean((num_pos, sum_w), axis_name)
+  pos_norm = jnp.maximum(num_pos, 1.0)
+  reg_norm = jnp.maximum(sum_w, 1.0)
+
+  c = config.loss
+  cls_targets = jax.nn.one_hot(targets.labels, num_classes, dtype=cls_logits.dtype)
+  loss_cls = focal_loss(cls_logits, cls_targets, c.focal_alpha, c.focal_gamma).sum() / pos_norm
+  loss_reg = (targets.reg_weights * giou_loss(pred_boxes, targets.box_targets)).sum() / reg_norm
+  loss_metric = metric_loss(outputs['metric_logits'], targets.metric_targets,
+                            c.metric_beta).sum() / pos_norm
+  total = c.cls_weight * loss_cls + c.reg_weight * loss_reg + c.metric_weight * loss_metric
+  metrics = dict(loss=total, loss_cls=loss_cls, loss_reg=loss_reg, loss_metric=loss_metric,
+                 num_pos=num_pos, alpha=jnp.asarray(alpha, jnp.float32))
+  return total, metrics
