@@ -19,6 +19,9 @@ def get_config() -> ml_collections.ConfigDict:
   # Stem and stage 1 get no update and no weight decay (MMDetection's frozen_stages=1);
   # 0 freezes the stem only, -1 nothing.
   model.frozen_stages = 1
+  # 'frozen_bn' (constant BatchNorm, for ImageNet-initialised backbones) or 'group_norm'
+  # (trainable GroupNorm with model.gn_groups groups, for backbones trained from scratch).
+  model.backbone_norm = 'frozen_bn'
   # Folder written by `dla-import-torchvision` (orbax); '' trains the backbone from scratch.
   model.backbone_init = ''
   model.fpn_channels = 256
@@ -64,6 +67,15 @@ def get_config() -> ml_collections.ConfigDict:
   loss.focal_gamma = 2.0
   # Exponent of the metric loss's modulating factor (eq. 7).
   loss.metric_beta = 2.0
+
+  config.inference = inference = ml_collections.ConfigDict()
+  # ATSS's test settings.
+  inference.pre_nms_topk = 1000
+  inference.score_threshold = 0.05
+  inference.nms_iou = 0.6
+  inference.max_detections = 100
+  # 'cls_x_metric' (class score x predicted metric) or 'metric' (the metric alone ranks boxes).
+  inference.ranking = 'cls_x_metric'
 
   config.optim = optim = ml_collections.ConfigDict()
   # SGD, lr 0.01 per 16 images scaled linearly with the global batch (the 1x recipe).

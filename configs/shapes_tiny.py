@@ -7,7 +7,9 @@ def get_config():
   config = default.get_config()
   config.model.backbone = 'resnet18'
   config.model.backbone_width = 32
-  config.model.frozen_stages = -1  # trained from scratch: nothing frozen
+  # Trained from scratch: nothing frozen, GroupNorm in place of frozen BatchNorm.
+  config.model.frozen_stages = -1
+  config.model.backbone_norm = 'group_norm'
   config.model.fpn_channels = 64
   config.model.head_channels = 64
   config.model.metric_channels = 64

@@ -81,7 +81,7 @@ def test_priors_follow_the_head_output_order():
 
 
 def test_frozen_stages_and_batchnorm_get_exactly_zero_update():
-  config = _tiny(frozen_stages=1)
+  config = _tiny(frozen_stages=1, backbone_norm='frozen_bn')
   config.optim.warmup_steps = 0
   model = detector.build_detector(config)
   variables = detector.init_variables(model, config, jax.random.key(0))
@@ -106,6 +106,18 @@ def test_frozen_stages_and_batchnorm_get_exactly_zero_update():
       assert all(changed), name
   # BatchNorm statistics are not parameters: the optimizer never sees them.
   assert all('bn' not in str(p) for p, _ in jax.tree_util.tree_flatten_with_path(new)[0])
+
+
+def test_group_norm_backbone_trains_every_stage_when_nothing_is_frozen():
+  config = _tiny()
+  assert config.model.backbone_norm == 'group_norm' and config.model.frozen_stages == -1
+  variables = detector.init_variables(detector.build_detector(config), config,
+                                      jax.random.key(0))
+  backbone = variables['params']['backbone']
+  assert backbone['bn1']['scale'].shape == (32,)
+  assert 'batch_stats' not in variables or not variables['batch_stats']
+  mask = optim.trainable_mask(variables['params'], config.model.frozen_stages)
+  assert all(jax.tree.leaves(mask))
 
 
 def test_bfloat16_forward_agrees_with_float32():
@@ -137,6 +149,7 @@ def test_images_of_wrong_rank_or_channels_are_rejected(shape):
     ('prior', 'box', r"model.prior: 'box' is not one of"),
     ('dtype', 'float16', r"model.dtype: 'float16'"),
     ('gn_groups', 24, r'model.gn_groups: 24 does not divide'),
+    ('backbone_norm', 'batch_norm', r"model.backbone_norm: 'batch_norm' is not one of"),
 ])
 def test_bad_model_config_names_the_field(field, value, message):
   config = _tiny(**{field: value})

@@ -84,6 +84,7 @@ def test_import_command_writes_weights_that_config_loads(tmp_path):
                            '--out', str(out)])
   config = shapes_tiny.get_config()
   config.model.backbone_width = 64
+  config.model.backbone_norm = 'frozen_bn'
   config.model.backbone_init = str(out)
   variables = detector.init_variables(detector.build_detector(config), config,
                                       jax.random.key(0))

@@ -7,6 +7,7 @@ from dla_jax.tools import summary
 def test_summary_counts_match_the_built_model():
   config = shapes_tiny.get_config()
   config.data.image_size = (96, 160)
+  config.model.backbone_norm = 'frozen_bn'
   rows = dict(summary.summarize(config))
   assert rows['P3 (stride 8)'] == '12 x 20 = 240 priors'
   assert rows['P7 (stride 128)'] == '1 x 2 = 2 priors'

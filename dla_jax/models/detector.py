@@ -47,13 +47,19 @@ def build_detector(config: ml_collections.ConfigDict) -> Detector:
   for field in ('fpn_channels', 'head_channels', 'metric_channels'):
     if m[field] <= 0:
       raise ValueError(f'model.{field}: must be positive, got {m[field]}')
+  if m.backbone_norm not in resnet.NORMS:
+    raise ValueError(f'model.backbone_norm: {m.backbone_norm!r} is not one of {resnet.NORMS}')
+  if m.backbone_norm == 'group_norm' and m.backbone_width % m.gn_groups:
+    raise ValueError(f'model.gn_groups: {m.gn_groups} does not divide model.backbone_width '
+                     f'({m.backbone_width})')
   if m.head_channels % m.gn_groups:
     raise ValueError(f'model.gn_groups: {m.gn_groups} does not divide model.head_channels '
                      f'({m.head_channels})')
   if config.data.num_classes < 1:
     raise ValueError(f'data.num_classes: must be at least 1, got {config.data.num_classes}')
   return Detector(
-      backbone=resnet.ResNet(m.backbone, m.backbone_width, m.frozen_stages, dtype),
+      backbone=resnet.ResNet(m.backbone, m.backbone_width, m.frozen_stages, m.backbone_norm,
+                               m.gn_groups, dtype),
       fpn=fpn_lib.FPN(m.fpn_channels, dtype),
       head=head_lib.DLAHead(config.data.num_classes, m.head_channels, m.head_convs, m.gn_groups,
                             m.metric_channels, len(fpn_lib.STRIDES), m.prior, m.prior_prob, dtype))

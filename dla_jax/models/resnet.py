@@ -7,17 +7,22 @@ conv followed by BatchNorm. Module names follow torchvision's ``state_dict`` key
 
 BatchNorm is frozen, as in the ATSS code base (maskrcnn-benchmark's FrozenBatchNorm2d) and
 MMDetection's ``norm_eval=True``: ``scale``, ``bias``, ``mean`` and ``var`` live in the
-``batch_stats`` collection and act as constants, so the optimizer never sees them.
+``batch_stats`` collection and act as constants, so the optimizer never sees them. Frozen
+statistics only make sense for ImageNet-initialised weights; a backbone trained from scratch
+(the tiny synthetic-data configs) uses ``norm='group_norm'`` instead, trainable GroupNorm in
+place of every BatchNorm (as in He et al., "Rethinking ImageNet Pre-training", 2019).
 """
 
 import dataclasses
-from typing import Any, Sequence
+import functools
+from typing import Any, Callable
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
 BN_EPS = 1e-5  # torchvision's BatchNorm2d and FrozenBatchNorm2d.
+NORMS = ('frozen_bn', 'group_norm')
 
 
 @dataclasses.dataclass(frozen=True)
@@ -88,14 +93,15 @@ class BasicBlock(nn.Module):
   planes: int
   stride: int
   dtype: Any
+  norm: Callable[..., nn.Module]
 
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
     y = _conv(self.planes, 3, self.stride, self.dtype, name='conv1')(x)
-    y = nn.relu(FrozenBatchNorm(self.dtype, name='bn1')(y))
+    y = nn.relu(self.norm(name='bn1')(y))
     y = _conv(self.planes, 3, 1, self.dtype, name='conv2')(y)
-    y = FrozenBatchNorm(self.dtype, name='bn2')(y)
-    return nn.relu(y + _shortcut(x, self.planes, self.stride, self.dtype))
+    y = self.norm(name='bn2')(y)
+    return nn.relu(y + _shortcut(x, self.planes, self.stride, self.dtype, self.norm))
 
 
 class Bottleneck(nn.Module):
@@ -103,6 +109,7 @@ class Bottleneck(nn.Module):
   planes: int
   stride: int
   dtype: Any
+  norm: Callable[..., nn.Module]
   groups: int = 1
   width_per_group: int = 64
 
@@ -110,15 +117,16 @@ class Bottleneck(nn.Module):
   def __call__(self, x: jax.Array) -> jax.Array:
     width = self.planes * self.width_per_group // 64 * self.groups
     y = _conv(width, 1, 1, self.dtype, name='conv1')(x)
-    y = nn.relu(FrozenBatchNorm(self.dtype, name='bn1')(y))
+    y = nn.relu(self.norm(name='bn1')(y))
     y = _conv(width, 3, self.stride, self.dtype, self.groups, name='conv2')(y)
-    y = nn.relu(FrozenBatchNorm(self.dtype, name='bn2')(y))
+    y = nn.relu(self.norm(name='bn2')(y))
     y = _conv(self.planes * 4, 1, 1, self.dtype, name='conv3')(y)
-    y = FrozenBatchNorm(self.dtype, name='bn3')(y)
-    return nn.relu(y + _shortcut(x, self.planes * 4, self.stride, self.dtype))
+    y = self.norm(name='bn3')(y)
+    return nn.relu(y + _shortcut(x, self.planes * 4, self.stride, self.dtype, self.norm))
 
 
-def _shortcut(x: jax.Array, features: int, stride: int, dtype: Any) -> jax.Array:
+def _shortcut(x: jax.Array, features: int, stride: int, dtype: Any,
+              norm: Callable[..., nn.Module]) -> jax.Array:
   """Identity, or torchvision's ``downsample`` (strided 1x1 conv + BN) where the shape changes.
 
   Called from inside a block's compact ``__call__``, so the modules belong to that block.
@@ -126,7 +134,7 @@ def _shortcut(x: jax.Array, features: int, stride: int, dtype: Any) -> jax.Array
   if stride == 1 and x.shape[-1] == features:
     return x
   y = _conv(features, 1, stride, dtype, name='downsample_conv')(x)
-  return FrozenBatchNorm(dtype, name='downsample_bn')(y)
+  return norm(name='downsample_bn')(y)
 
 
 class ResNet(nn.Module):
@@ -136,19 +144,29 @@ class ResNet(nn.Module):
     arch: architecture name, a key of ``ARCHITECTURES``.
     width: channels of the stem and of stage 1's 3x3 convs (64 in torchvision).
     frozen_stages: stem (stage 0) and stages 1..frozen_stages get no gradient.
+    norm: 'frozen_bn' (ImageNet-initialised backbones) or 'group_norm' (training from scratch).
+    gn_groups: GroupNorm groups when ``norm='group_norm'``.
     dtype: compute dtype.
   """
   arch: str
   width: int = 64
   frozen_stages: int = 1
+  norm: str = 'frozen_bn'
+  gn_groups: int = 32
   dtype: Any = jnp.float32
 
   @nn.compact
   def __call__(self, images: jax.Array) -> list[jax.Array]:
     """images: [B, H, W, 3] -> [C3 [B, H/8, W/8, *], C4 [B, H/16, ...], C5 [B, H/32, ...]]."""
     spec = get_spec(self.arch)
+    if self.norm == 'frozen_bn':
+      norm = functools.partial(FrozenBatchNorm, self.dtype)
+    elif self.norm == 'group_norm':
+      norm = functools.partial(nn.GroupNorm, self.gn_groups, dtype=self.dtype)
+    else:
+      raise ValueError(f'model.backbone_norm: {self.norm!r} is not one of {NORMS}')
     x = _conv(self.width, 7, 2, self.dtype, name='conv1')(images.astype(self.dtype))
-    x = nn.relu(FrozenBatchNorm(self.dtype, name='bn1')(x))
+    x = nn.relu(norm(name='bn1')(x))
     x = nn.max_pool(x, (3, 3), (2, 2), padding=((1, 1), (1, 1)))
     if self.frozen_stages >= 0:
       x = jax.lax.stop_gradient(x)
@@ -159,10 +177,10 @@ class ResNet(nn.Module):
         stride = 2 if stage > 0 and i == 0 else 1
         name = f'layer{stage + 1}_{i}'
         if spec.bottleneck:
-          x = Bottleneck(planes, stride, self.dtype, spec.groups, spec.width_per_group,
+          x = Bottleneck(planes, stride, self.dtype, norm, spec.groups, spec.width_per_group,
                          name=name)(x)
         else:
-          x = BasicBlock(planes, stride, self.dtype, name=name)(x)
+          x = BasicBlock(planes, stride, self.dtype, norm, name=name)(x)
       if stage + 1 <= self.frozen_stages:
         x = jax.lax.stop_gradient(x)
       features.append(x)
