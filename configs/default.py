@@ -40,10 +40,34 @@ def get_config() -> ml_collections.ConfigDict:
   model.dtype = 'float32'
 
   config.data = data = ml_collections.ConfigDict()
+  # 'shapes' (built-in synthetic data), 'coco_json' (image folder + instances json) or 'tfds'.
+  data.source = 'coco_json'
+  # Cache root for generated shapes data and TFDS exports; '' is ~/.cache/dla_jax.
+  data.cache_dir = ''
+  data.train_images = 'data/coco/train2017'
+  data.train_annotations = 'data/coco/annotations/instances_train2017.json'
+  data.val_images = 'data/coco/val2017'
+  data.val_annotations = 'data/coco/annotations/instances_val2017.json'
+  # TFDS: a dataset the user prepared in tfds_data_dir ('' is TFDS's default folder).
+  data.tfds_name = 'coco/2017'
+  data.tfds_data_dir = ''
+  data.tfds_train_split = 'train'
+  data.tfds_val_split = 'validation'
+  # Synthetic shapes (source 'shapes'): number of images and the generator's own seed.
+  data.shapes_train_size = 4000
+  data.shapes_val_size = 500
+  data.shapes_seed = 0
   data.num_classes = 80
   # Padded input (height, width) of landscape images; portrait images use the transpose.
   data.image_size = (800, 1344)
+  # Resize bound (long side, short side), keeping the aspect ratio; evaluation uses it as is.
+  data.scale = (1333, 800)
+  # Training short side, sampled uniformly in this range (multi-scale training of the 2x recipe).
+  data.short_side_range = (800, 800)
+  data.flip_prob = 0.5
   data.max_boxes = 100
+  # Image loading threads per process.
+  data.num_threads = 8
 
   config.assigner = assigner = ml_collections.ConfigDict()
   # 'dla' (the paper) or 'atss' (the baseline: alpha = 1 and s = 0, so m = IoU_prior).
@@ -79,6 +103,8 @@ def get_config() -> ml_collections.ConfigDict:
 
   config.optim = optim = ml_collections.ConfigDict()
   # SGD, lr 0.01 per 16 images scaled linearly with the global batch (the 1x recipe).
+  # 'sgd' or 'adamw' (momentum is SGD's only).
+  optim.name = 'sgd'
   optim.base_lr = 0.01
   optim.base_batch = 16
   optim.momentum = 0.9
@@ -91,5 +117,12 @@ def get_config() -> ml_collections.ConfigDict:
 
   config.train = train = ml_collections.ConfigDict()
   train.global_batch = 16
+  # Images per evaluation batch (a multiple of the device count).
+  train.eval_batch = 16
   train.seed = 0
+  train.log_every = 50
+  # Evaluate on the val split every this many epochs during training (0: only at the end).
+  train.eval_every_epochs = 0
+  train.checkpoint_every = 2000
+  train.keep_checkpoints = 3
   return config

@@ -8,4 +8,5 @@ def get_config():
   config.model.backbone = 'resnext101_64x4d'
   config.optim.epochs = 24
   config.optim.decay_epochs = (16, 22)
+  config.data.short_side_range = (640, 800)
   return config

@@ -1,5 +1,9 @@
 """The optimizer of the paper's recipe (ATSS's): SGD with momentum, linear warm-up, step decay,
-weight decay on every trained parameter, and no update at all for frozen backbone stages."""
+weight decay on every trained parameter, and no update at all for frozen backbone stages.
+
+``optim.name='adamw'`` swaps SGD for AdamW (decoupled weight decay) under the same schedule: the
+tiny from-scratch configs converge in far fewer steps with it.
+"""
 
 from typing import Any
 
@@ -41,16 +45,25 @@ def learning_rate(config: ml_collections.ConfigDict, steps_per_epoch: int) -> op
   return schedule
 
 
+OPTIMIZERS = ('sgd', 'adamw')
+
+
 def make_optimizer(config: ml_collections.ConfigDict, params: Any,
                    steps_per_epoch: int) -> optax.GradientTransformation:
-  """SGD with momentum and L2 weight decay added to the gradient (torch's SGD ``weight_decay``),
-  on trainable params only; frozen params get an update of exactly zero."""
+  """On trainable params: 'sgd', SGD with momentum and L2 weight decay added to the gradient
+  (torch's SGD ``weight_decay``), or 'adamw'. Frozen params get an update of exactly zero."""
   o = config.optim
+  if o.name not in OPTIMIZERS:
+    raise ValueError(f'optim.name: {o.name!r} is not one of {OPTIMIZERS}')
   for field in ('base_lr', 'momentum', 'weight_decay', 'base_batch'):
     if o[field] < 0 or (field in ('base_lr', 'base_batch') and o[field] == 0):
       raise ValueError(f'optim.{field}: invalid value {o[field]}')
   mask = trainable_mask(params, config.model.frozen_stages)
   labels = jax.tree_util.tree_map(lambda t: 'train' if t else 'frozen', mask)
-  train = optax.chain(optax.add_decayed_weights(o.weight_decay),
-                      optax.sgd(learning_rate(config, steps_per_epoch), momentum=o.momentum))
+  lr = learning_rate(config, steps_per_epoch)
+  if o.name == 'sgd':
+    train = optax.chain(optax.add_decayed_weights(o.weight_decay),
+                        optax.sgd(lr, momentum=o.momentum))
+  else:
+    train = optax.adamw(lr, weight_decay=o.weight_decay)
   return optax.multi_transform({'train': train, 'frozen': optax.set_to_zero()}, labels)

@@ -1,0 +1,1 @@
+"""Input pipeline: synthetic shapes, COCO json and TFDS COCO sources in fixed-shape batches."""

@@ -1,0 +1,116 @@
+"""The input pipeline of a config: the source, read as COCO json, then batched.
+
+``data.source`` picks where images come from: 'shapes' (the built-in synthetic data, generated
+into the cache on first use), 'coco_json' (an image folder and an instances json) or 'tfds'
+(a prepared TFDS COCO, exported to the cache once). All three end up as a COCO json dataset, so
+the records, transforms and batching are the same code.
+"""
+
+from absl import logging
+import jax
+import ml_collections
+import numpy as np
+
+from dla_jax.data import batching
+from dla_jax.data import coco_json
+from dla_jax.data import shapes
+from dla_jax.data import tfds_coco
+
+SOURCES = ('shapes', 'coco_json', 'tfds')
+SPLITS = ('train', 'val')
+
+
+def dataset_files(config: ml_collections.ConfigDict, split: str) -> tuple[str, str]:
+  """(images folder, instances json) of a split, generating or exporting it if needed."""
+  data = config.data
+  if split not in SPLITS:
+    raise ValueError(f'split: expected one of {SPLITS}, got {split!r}')
+  if data.source == 'shapes':
+    return shapes.ensure_dataset(data.cache_dir, tuple(data.image_size), data.shapes_train_size,
+                                 data.shapes_val_size, data.shapes_seed)[split]
+  if data.source == 'coco_json':
+    return ((data.train_images, data.train_annotations) if split == 'train' else
+            (data.val_images, data.val_annotations))
+  if data.source == 'tfds':
+    tfds_split = data.tfds_train_split if split == 'train' else data.tfds_val_split
+    return tfds_coco.export(data.tfds_name, data.tfds_data_dir, tfds_split, data.cache_dir)
+  raise ValueError(f'data.source: expected one of {SOURCES}, got {data.source!r}')
+
+
+def load_dataset(config: ml_collections.ConfigDict, split: str) -> coco_json.CocoDataset:
+  """The dataset of a split, checked against ``data.num_classes``.
+
+  Its ``category_ids[label]`` maps predicted labels back to the dataset's category ids and its
+  ``coco`` is the ground truth for evaluation.
+  """
+  dataset = coco_json.load(*dataset_files(config, split))
+  if len(dataset.category_ids) != config.data.num_classes:
+    raise ValueError(f'data.num_classes is {config.data.num_classes} but '
+                     f'{dataset.annotations} has {len(dataset.category_ids)} categories')
+  return dataset
+
+
+def _check_scales(config: ml_collections.ConfigDict) -> None:
+  data = config.data
+  short_max = max(max(data.short_side_range), min(data.scale))
+  if max(data.scale) > max(data.image_size) or short_max > min(data.image_size):
+    raise ValueError(f'data.scale {tuple(data.scale)} and data.short_side_range '
+                     f'{tuple(data.short_side_range)} give images larger than data.image_size '
+                     f'{tuple(data.image_size)}')
+
+
+def _warn_dropped_boxes(dataset: coco_json.CocoDataset, max_boxes: int) -> None:
+  counts = np.array([len(r.labels) for r in dataset.records])
+  over = counts > max_boxes
+  if over.any():
+    logging.warning('%s: %d images have more than data.max_boxes=%d boxes; the largest are '
+                    'kept and %d boxes are dropped', dataset.annotations, over.sum(), max_boxes,
+                    (counts[over] - max_boxes).sum())
+
+
+def make_train_iterator(config: ml_collections.ConfigDict, *, process_index: int | None = None,
+                        process_count: int | None = None) -> batching.TrainIterator:
+  """Endless, resumable training batches of this process (see ``batching`` for the contract).
+
+  Args:
+    config: reads ``data.*``, ``train.global_batch`` and ``train.seed``.
+    process_index: this process (default ``jax.process_index()``).
+    process_count: number of processes (default ``jax.process_count()``).
+  """
+  _check_scales(config)
+  dataset = load_dataset(config, 'train')
+  _warn_dropped_boxes(dataset, config.data.max_boxes)
+  return batching.TrainIterator(
+      dataset.records, image_size=config.data.image_size, max_boxes=config.data.max_boxes,
+      global_batch=config.train.global_batch, seed=config.train.seed, scale=config.data.scale,
+      short_side_range=config.data.short_side_range, flip_prob=config.data.flip_prob,
+      process_index=jax.process_index() if process_index is None else process_index,
+      process_count=jax.process_count() if process_count is None else process_count,
+      num_threads=config.data.num_threads)
+
+
+def make_eval_iterator(config: ml_collections.ConfigDict, split: str = 'val', *,
+                       global_batch: int | None = None, process_index: int | None = None,
+                       process_count: int | None = None
+                       ) -> tuple[batching.EvalIterator, coco_json.CocoDataset]:
+  """One pass over a split at ``data.scale``, unflipped, every image once, and its dataset.
+
+  The dataset's ``category_ids`` maps labels back to category ids and its ``coco`` is the
+  ground truth for evaluation.
+
+  Args:
+    config: reads ``data.*`` and ``train.global_batch``.
+    split: 'val' or 'train'.
+    global_batch: examples per global batch (default ``train.global_batch``).
+    process_index: this process (default ``jax.process_index()``).
+    process_count: number of processes (default ``jax.process_count()``).
+  """
+  _check_scales(config)
+  dataset = load_dataset(config, split)
+  iterator = batching.EvalIterator(
+      dataset.records, image_size=config.data.image_size, max_boxes=config.data.max_boxes,
+      global_batch=global_batch or config.train.global_batch, scale=config.data.scale,
+      process_index=jax.process_index() if process_index is None else process_index,
+      process_count=jax.process_count() if process_count is None else process_count,
+      num_threads=config.data.num_threads)
+  return iterator, dataset

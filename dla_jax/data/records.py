@@ -1,0 +1,94 @@
+"""The per-image record every source yields, box cleaning, and image reading with clear errors.
+
+A record describes one image of a dataset in its original pixels: where the image is, the size
+the annotations state, and its training targets. Crowd regions are not targets (COCO keeps them
+for evaluation only), and every box is clipped to the image and at least 1 px wide and high.
+"""
+
+import dataclasses
+
+import numpy as np
+from PIL import Image
+
+
+class DataError(ValueError):
+  """A data file is missing, unreadable or malformed; the message starts with the file's path."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Record:
+  """One image and its training targets, in original image pixels.
+
+  Attributes:
+    image_id: the dataset's image id (COCO ``images[].id``).
+    path: the image file.
+    height: image height the annotations state, in pixels.
+    width: image width the annotations state, in pixels.
+    boxes: [N, 4] float32, (x1, y1, x2, y2), non-crowd boxes clipped to the image, each at
+      least 1 px wide and high; N may be 0.
+    labels: [N] int32, contiguous class labels 0..C-1.
+  """
+  image_id: int
+  path: str
+  height: int
+  width: int
+  boxes: np.ndarray
+  labels: np.ndarray
+
+  @property
+  def landscape(self) -> bool:
+    """Whether the image is wider than tall; square images count as landscape."""
+    return self.width >= self.height
+
+
+@dataclasses.dataclass
+class BoxCounts:
+  """Boxes left out of training targets while building records, for one warning per file."""
+  degenerate: int = 0  # under 1 px wide or high as annotated
+  outside: int = 0  # under 1 px once clipped to the image
+
+  def message(self) -> str:
+    return (f'dropped {self.degenerate} boxes under 1 px and {self.outside} boxes under 1 px '
+            'once clipped to the image')
+
+
+def clean_boxes(xywh: np.ndarray, height: int, width: int,
+                counts: BoxCounts) -> tuple[np.ndarray, np.ndarray]:
+  """Converts COCO boxes to corners, clips them to the image and drops those under 1 px.
+
+  Args:
+    xywh: [N, 4] float, COCO (x, y, width, height) in pixels.
+    height: image height in pixels.
+    width: image width in pixels.
+    counts: incremented with the boxes dropped.
+
+  Returns:
+    boxes: [M, 4] float32, (x1, y1, x2, y2) clipped to the image.
+    keep: [N] bool, which input boxes were kept.
+  """
+  xywh = np.asarray(xywh, np.float32).reshape(-1, 4)
+  degenerate = (xywh[:, 2] < 1) | (xywh[:, 3] < 1)
+  corners = np.concatenate([xywh[:, :2], xywh[:, :2] + xywh[:, 2:]], axis=1)
+  clipped = np.clip(corners, 0, np.array([width, height, width, height], np.float32))
+  small = (clipped[:, 2] - clipped[:, 0] < 1) | (clipped[:, 3] - clipped[:, 1] < 1)
+  counts.degenerate += int(degenerate.sum())
+  counts.outside += int((small & ~degenerate).sum())
+  keep = ~small & ~degenerate
+  return clipped[keep], keep
+
+
+def open_image(record: Record) -> Image.Image:
+  """Reads a record's image as RGB and checks its size against the annotations.
+
+  Raises:
+    DataError: the file is missing, unreadable, corrupt or of another size than annotated.
+  """
+  try:
+    image = Image.open(record.path)
+    image.load()  # decodes and closes the file
+  except (OSError, SyntaxError, ValueError) as e:
+    raise DataError(f'{record.path}: cannot read image {record.image_id}: {e}') from e
+  if image.size != (record.width, record.height):
+    raise DataError(f'{record.path}: image is {image.width}x{image.height} (w x h) but the '
+                    f'annotations say {record.width}x{record.height}')
+  return image if image.mode == 'RGB' else image.convert('RGB')

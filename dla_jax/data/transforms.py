@@ -1,0 +1,117 @@
+"""Per-image transforms: aspect-keeping resize, horizontal flip, box padding, normalisation.
+
+Images are decoded, resized and flipped on the host with Pillow (C code that releases the GIL,
+so a thread pool scales across cores) and sent to the devices as uint8; ``normalize`` turns them
+into ImageNet-normalised float32 on the device, which cuts host-to-device traffic by four.
+
+Boxes are continuous pixel coordinates, (x1, y1, x2, y2) with the image spanning [0, W] x [0, H].
+Pillow maps output pixel centres ``(i + 0.5) * in / out`` back onto the input, so resizing an
+image to ``(new_h, new_w)`` maps a box exactly by the factors ``new_w / W`` and ``new_h / H``.
+"""
+
+from typing import Sequence
+
+import jax.numpy as jnp
+import numpy as np
+from PIL import Image
+
+# ImageNet statistics of RGB pixels in 0..255 (the torchvision / MMDetection values).
+IMAGENET_MEAN = (123.675, 116.28, 103.53)
+IMAGENET_STD = (58.395, 57.12, 57.375)
+
+
+def rescale_size(height: int, width: int, scale: Sequence[int]) -> tuple[int, int]:
+  """The largest (height, width) keeping the aspect ratio within ``scale``.
+
+  Args:
+    height: original height in pixels.
+    width: original width in pixels.
+    scale: (long, short): the long side may not exceed ``long`` nor the short side ``short``
+      (MMDetection's ``keep_ratio`` rescale, e.g. (1333, 800) for COCO).
+
+  Returns:
+    (new_height, new_width), each rounded to the nearest pixel.
+  """
+  long_max, short_max = max(scale), min(scale)
+  factor = min(long_max / max(height, width), short_max / min(height, width))
+  return int(height * factor + 0.5), int(width * factor + 0.5)
+
+
+def padded_shape(landscape: bool, image_size: Sequence[int]) -> tuple[int, int]:
+  """The static padded (height, width) of an orientation group.
+
+  Args:
+    landscape: whether the image is at least as wide as tall.
+    image_size: ``data.image_size``, the padded (height, width) of landscape images.
+  """
+  h, w = image_size
+  return (h, w) if landscape else (w, h)
+
+
+def resize_and_flip(image: Image.Image, boxes: np.ndarray, size: tuple[int, int],
+                    flip: bool) -> tuple[np.ndarray, np.ndarray]:
+  """Resizes (bilinear) to ``size`` and optionally mirrors left-right, boxes alike.
+
+  Args:
+    image: RGB Pillow image.
+    boxes: [N, 4] float32, (x1, y1, x2, y2) in the pixels of ``image``.
+    size: (new_height, new_width).
+    flip: mirror the resized image left-right.
+
+  Returns:
+    image: [new_height, new_width, 3] uint8.
+    boxes: [N, 4] float32 in resized pixels.
+  """
+  new_h, new_w = size
+  factors = np.array([new_w / image.width, new_h / image.height] * 2, np.float32)
+  boxes = boxes * factors
+  if image.size != (new_w, new_h):
+    image = image.resize((new_w, new_h), Image.Resampling.BILINEAR)
+  if flip:
+    image = image.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
+    boxes = np.stack([new_w - boxes[:, 2], boxes[:, 1], new_w - boxes[:, 0], boxes[:, 3]], axis=1)
+  return np.asarray(image), boxes
+
+
+def pad_boxes(boxes: np.ndarray, labels: np.ndarray,
+              max_boxes: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+  """Pads to ``max_boxes`` slots; with more boxes than that, keeps the largest by area.
+
+  Kept boxes stay in their input order.
+
+  Args:
+    boxes: [N, 4] float32, (x1, y1, x2, y2).
+    labels: [N] int32.
+    max_boxes: G, the number of slots.
+
+  Returns:
+    boxes: [G, 4] float32, zeros in empty slots.
+    labels: [G] int32, zeros in empty slots.
+    valid: [G] bool, True for the min(N, G) filled slots, which come first.
+  """
+  if len(boxes) > max_boxes:
+    area = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
+    keep = np.sort(np.argsort(-area, kind='stable')[:max_boxes])
+    boxes, labels = boxes[keep], labels[keep]
+  n = len(boxes)
+  out_boxes = np.zeros((max_boxes, 4), np.float32)
+  out_labels = np.zeros(max_boxes, np.int32)
+  out_boxes[:n], out_labels[:n] = boxes, labels
+  return out_boxes, out_labels, np.arange(max_boxes) < n
+
+
+def normalize(images: jnp.ndarray, image_hw: jnp.ndarray) -> jnp.ndarray:
+  """ImageNet-normalises a batch on the device and zeroes the padding (MMDetection's order).
+
+  Args:
+    images: [B, H, W, 3] uint8 RGB, each image in its top-left corner.
+    image_hw: [B, 2] int32, the (height, width) of each image before padding.
+
+  Returns:
+    [B, H, W, 3] float32, ``(pixel - mean) / std`` inside each image and 0 in the padding.
+  """
+  x = (images.astype(jnp.float32) - jnp.asarray(IMAGENET_MEAN)) / jnp.asarray(IMAGENET_STD)
+  _, h, w, _ = images.shape
+  inside = ((jnp.arange(h)[None, :, None] < image_hw[:, 0, None, None]) &
+            (jnp.arange(w)[None, None, :] < image_hw[:, 1, None, None]))
+  return jnp.where(inside[..., None], x, 0.0)

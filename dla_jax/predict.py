@@ -1,0 +1,81 @@
+"""Runs a trained model on image files and writes PNGs with the detections drawn."""
+
+import json
+import os
+from typing import Sequence
+
+import jax
+import ml_collections
+import numpy as np
+from PIL import Image
+from PIL import ImageDraw
+
+from dla_jax import step as step_lib
+from dla_jax import train
+from dla_jax.data import records as records_lib
+from dla_jax.data import transforms
+from dla_jax.models import detector
+
+_COLOURS = ((230, 25, 75), (60, 180, 75), (255, 225, 25), (0, 130, 200), (245, 130, 48),
+            (145, 30, 180), (70, 240, 240), (240, 50, 230), (210, 245, 60), (250, 190, 212))
+
+
+def _read(path: str) -> Image.Image:
+  try:
+    image = Image.open(path)
+    image.load()
+  except (OSError, SyntaxError, ValueError) as e:
+    raise records_lib.DataError(f'{path}: cannot read image: {e}') from e
+  return image.convert('RGB')
+
+
+def class_names(workdir: str, num_classes: int) -> list[str]:
+  """Names from ``workdir/classes.json`` (written at evaluation), else 'class <label>'."""
+  path = os.path.join(workdir, 'classes.json')
+  if os.path.exists(path):
+    with open(path) as f:
+      return json.load(f)['names']
+  return [f'class {i}' for i in range(num_classes)]
+
+
+def draw(image: Image.Image, boxes: np.ndarray, labels: np.ndarray, scores: np.ndarray,
+         names: Sequence[str]) -> Image.Image:
+  """Draws boxes [D, 4] (original pixels) with 'name score' labels on a copy of ``image``."""
+  image = image.copy()
+  pen = ImageDraw.Draw(image)
+  for box, label, score in zip(boxes, labels, scores):
+    colour = _COLOURS[int(label) % len(_COLOURS)]
+    pen.rectangle(box.tolist(), outline=colour, width=2)
+    pen.text((box[0] + 2, box[1] + 1), f'{names[int(label)]} {score:.2f}', fill=colour)
+  return image
+
+
+def predict(config: ml_collections.ConfigDict, workdir: str, paths: Sequence[str], out_dir: str,
+            step: int | None = None, score_threshold: float = 0.3) -> list[str]:
+  """Detects objects in each image of ``paths`` with the checkpoint of ``step`` (default the
+  latest) in ``workdir``; writes ``out_dir/<name>.png`` for each and returns those paths.
+  Detections scoring under ``score_threshold`` are not drawn."""
+  model = detector.build_detector(config)
+  params, batch_stats, _ = train.restore_weights(config, workdir, model, step)
+  mesh = step_lib.make_mesh(jax.devices()[:1])
+  eval_step = step_lib.jit_eval_step(mesh, model=model, config=config)
+  names = class_names(workdir, config.data.num_classes)
+  os.makedirs(out_dir, exist_ok=True)
+  written = []
+  for path in paths:
+    image = _read(path)
+    size = transforms.rescale_size(image.height, image.width, config.data.scale)
+    resized, _ = transforms.resize_and_flip(image, np.zeros((0, 4), np.float32), size, False)
+    hw = transforms.padded_shape(image.width >= image.height, config.data.image_size)
+    padded = np.zeros((1, *hw, 3), np.uint8)
+    padded[0, :size[0], :size[1]] = resized
+    det = jax.device_get(eval_step(params, batch_stats, {
+        'images': padded, 'image_hw': np.array([size], np.int32)}))
+    keep = det.valid[0] & (det.scores[0] >= score_threshold)
+    factors = np.array([image.width / size[1], image.height / size[0]] * 2)
+    drawn = draw(image, det.boxes[0][keep] * factors, det.labels[0][keep], det.scores[0][keep],
+                 names)
+    out = os.path.join(out_dir, os.path.splitext(os.path.basename(path))[0] + '.png')
+    drawn.save(out)
+    written.append(out)
+  return written

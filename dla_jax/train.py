@@ -1,0 +1,226 @@
+"""Training and evaluation loops: ``train_and_evaluate(config, workdir)`` is what the command
+line and notebooks call.
+
+The loop only synchronises with the devices at log steps (every ``train.log_every`` steps):
+metrics are summed on the device in between, and a non-finite loss is recorded in the state by
+the step itself, then reported here, naming the step where it first happened.
+"""
+
+import json
+import os
+import sys
+import time
+from typing import Any
+
+from absl import logging
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+from jax.experimental import multihost_utils
+
+from dla_jax import assign
+from dla_jax import checkpoint as checkpoint_lib
+from dla_jax import evaluation
+from dla_jax import inference
+from dla_jax import metric_writer
+from dla_jax import optim
+from dla_jax import step as step_lib
+from dla_jax.data import pipeline
+from dla_jax.data import prefetch
+from dla_jax.models import detector
+
+# Batch fields the train and eval steps read; the others stay on the host.
+TRAIN_FIELDS = ('images', 'image_hw', 'boxes', 'labels', 'valid')
+EVAL_FIELDS = ('images', 'image_hw')
+
+
+def check_config(config: ml_collections.ConfigDict, num_devices: int) -> None:
+  """Raises ValueError naming the first field whose value cannot work."""
+  if config.assigner.name not in assign.ASSIGNERS:
+    raise ValueError(f'assigner.name: {config.assigner.name!r} is not one of '
+                     f'{assign.ASSIGNERS}')
+  if config.assigner.alpha_schedule not in ('epoch', 'continuous', 'fixed'):
+    raise ValueError(f'assigner.alpha_schedule: {config.assigner.alpha_schedule!r} is not '
+                     "one of ('epoch', 'continuous', 'fixed')")
+  if config.assigner.topk < 1:
+    raise ValueError(f'assigner.topk: must be at least 1, got {config.assigner.topk}')
+  if config.inference.ranking not in inference.RANKINGS:
+    raise ValueError(f'inference.ranking: {config.inference.ranking!r} is not one of '
+                     f'{inference.RANKINGS}')
+  if config.optim.epochs < 1:
+    raise ValueError(f'optim.epochs: must be at least 1, got {config.optim.epochs}')
+  for field in ('global_batch', 'eval_batch'):
+    if config.train[field] < 1 or config.train[field] % num_devices:
+      raise ValueError(f'train.{field}: {config.train[field]} is not a positive multiple of '
+                       f'the {num_devices} devices')
+  if any(s % 32 for s in config.data.image_size):
+    raise ValueError(f'data.image_size: {tuple(config.data.image_size)} must be multiples of 32')
+
+
+def _to_device(batch: dict[str, np.ndarray], fields, sharding) -> dict[str, jax.Array]:
+  return {k: jax.make_array_from_process_local_data(sharding, batch[k]) for k in fields}
+
+
+class _Fields:
+  """Iterator adapter keeping only ``fields`` of each batch (and the inner iterator's state)."""
+
+  def __init__(self, iterator, fields):
+    self._iterator, self._fields = iterator, fields
+
+  def __iter__(self):
+    return self
+
+  def __next__(self):
+    batch = next(self._iterator)
+    return {k: batch[k] for k in self._fields}
+
+  def get_state(self):
+    return self._iterator.get_state()
+
+
+def _eta(step: int, total: int, start_step: int, start_time: float) -> str:
+  """'h:mm:ss' left at the mean pace since ``start_step``."""
+  per_step = (time.time() - start_time) / max(step - start_step, 1)
+  eta = int(per_step * (total - step))
+  return f'{eta // 3600}:{eta // 60 % 60:02d}:{eta % 60:02d}'
+
+
+def train(config: ml_collections.ConfigDict, workdir: str) -> step_lib.TrainState:
+  """Trains for ``optim.epochs`` epochs, resuming from the latest checkpoint in ``workdir``,
+  evaluating on the val split every ``train.eval_every_epochs`` epochs (0: never)."""
+  mesh = step_lib.make_mesh()
+  check_config(config, mesh.devices.size)
+  train_iter = pipeline.make_train_iterator(config)
+  steps_per_epoch = train_iter.batches_per_epoch
+  total_steps = config.optim.epochs * steps_per_epoch
+  model = detector.build_detector(config)
+  variables = detector.init_variables(model, config, jax.random.key(config.train.seed))
+  tx = optim.make_optimizer(config, variables['params'], steps_per_epoch)
+  state = jax.device_put(step_lib.create_train_state(variables, tx), step_lib.replicated(mesh))
+  checkpoints = checkpoint_lib.Checkpoints(workdir, config.train.keep_checkpoints)
+  restored = checkpoints.restore(state)
+  if restored:
+    state, data_state, _ = restored
+    train_iter.set_state(data_state)
+  train_step = step_lib.jit_train_step(mesh, model=model, tx=tx, config=config,
+                                       steps_per_epoch=steps_per_epoch)
+  batches = prefetch.prefetch_to_device(_Fields(train_iter, TRAIN_FIELDS),
+                                        step_lib.batch_sharding(mesh))
+  writer = metric_writer.MetricWriter(workdir, enabled=jax.process_index() == 0)
+  step = start_step = int(state.step)
+  logging.info('training %s for %d steps (%d per epoch) from step %d on %d devices',
+               config.model.backbone, total_steps, steps_per_epoch, step, mesh.devices.size)
+  sums, interval_steps, interval_start = None, 0, time.time()
+  start_time = time.time()
+  tty = sys.stdout.isatty()
+  try:
+    while step < total_steps:
+      state, metrics = train_step(state, next(batches))
+      sums = metrics if sums is None else jax.tree.map(jnp.add, sums, metrics)
+      step += 1
+      interval_steps += 1
+      if tty:
+        print(f'\rstep {step}/{total_steps}', end='', flush=True)
+      if step % config.train.log_every == 0 or step == total_steps:
+        bad = int(state.nonfinite_step)
+        if bad >= 0:
+          checkpoints.wait()
+          raise FloatingPointError(
+              f'the loss was not finite at step {bad}; its update was skipped and training '
+              f'stopped at step {step}. Last checkpoint: {checkpoints.latest_step()}')
+        means = {k: float(v) / interval_steps for k, v in jax.device_get(sums).items()}
+        now = time.time()
+        means['images_per_s'] = interval_steps * config.train.global_batch / (now - interval_start)
+        eta = _eta(step, total_steps, start_step, start_time)
+        writer.write(step, means)
+        line = (f'step {step}/{total_steps} (epoch {step / steps_per_epoch:.2f}) | '
+                f'loss {means["loss"]:.4f} = cls {means["loss_cls"]:.4f} '
+                f'+ reg {means["loss_reg"]:.4f} + metric {means["loss_metric"]:.4f} | '
+                f'alpha {means["alpha"]:.4f} | lr {means["lr"]:.5f} | '
+                f'pos {means["num_pos"]:.1f} | {means["images_per_s"]:.1f} img/s | ETA {eta}')
+        print(('\r' if tty else '') + line, flush=True)
+        sums, interval_steps, interval_start = None, 0, now
+      if step % config.train.checkpoint_every == 0 or step == total_steps:
+        checkpoints.save(step, state, batches.get_state())
+      every = config.train.eval_every_epochs * steps_per_epoch
+      if every and step % every == 0 and step < total_steps:
+        evaluate(config, workdir, state.params, state.batch_stats, step)
+  finally:
+    checkpoints.wait()
+    checkpoints.close()
+    train_iter.close()
+    writer.close()
+  return state
+
+
+def evaluate(config: ml_collections.ConfigDict, workdir: str, params: Any = None,
+             batch_stats: Any = None, step: int | None = None,
+             split: str = 'val') -> dict[str, float]:
+  """COCO metrics of the model on ``split``; weights from ``params`` or the checkpoint of
+  ``step`` (default the latest) in ``workdir``. Writes the detections as a COCO results json
+  and the metrics to ``workdir``."""
+  mesh = step_lib.make_mesh()
+  check_config(config, mesh.devices.size)
+  model = detector.build_detector(config)
+  if params is None:
+    params, batch_stats, step = restore_weights(config, workdir, model, step)
+  eval_iter, dataset = pipeline.make_eval_iterator(config, split,
+                                                   global_batch=config.train.eval_batch)
+  write_classes(workdir, dataset)
+  eval_step = step_lib.jit_eval_step(mesh, model=model, config=config)
+  sharding = step_lib.batch_sharding(mesh)
+  params, batch_stats = jax.device_put((params, batch_stats), step_lib.replicated(mesh))
+  results = []
+  start = time.time()
+  for batch in eval_iter:
+    detections = jax.device_get(eval_step(params, batch_stats,
+                                          _to_device(batch, EVAL_FIELDS, sharding)))
+    meta = multihost_utils.process_allgather(
+        {k: batch[k] for k in ('image_id', 'scale', 'real')}, tiled=True)
+    results += evaluation.to_coco_results(*detections, **meta,
+                                          category_ids=dataset.category_ids)
+  seconds = time.time() - start
+  metrics = {}
+  if jax.process_index() == 0:
+    path = os.path.join(workdir, f'detections_{split}_step{step}.json')
+    metrics = evaluation.coco_metrics(dataset.coco, results, path)
+    print(f'{split} at step {step}: {evaluation.format_metrics(metrics)} '
+          f'({len(dataset.records)} images, {seconds:.1f} s)', flush=True)
+    writer = metric_writer.MetricWriter(workdir)
+    writer.write(step or 0, metrics, split=split)
+    writer.close()
+  return metrics
+
+
+def restore_weights(config: ml_collections.ConfigDict, workdir: str,
+                    model: detector.Detector, step: int | None = None) -> tuple[Any, Any, int]:
+  """(params, batch_stats, step) of a checkpoint in ``workdir`` (default the latest)."""
+  variables = jax.eval_shape(lambda: detector.init_variables(model, config, jax.random.key(0)))
+  device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+  template = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=device),
+                          {'params': variables['params'],
+                           'batch_stats': variables.get('batch_stats', {})})
+  checkpoints = checkpoint_lib.Checkpoints(workdir)
+  restored = checkpoints.restore_weights(template, step)
+  checkpoints.close()
+  if restored is None:
+    raise FileNotFoundError(f'--workdir {workdir}: no checkpoint in {checkpoints.directory}')
+  weights, step = restored
+  return weights['params'], weights['batch_stats'], step
+
+
+def write_classes(workdir: str, dataset) -> None:
+  """``workdir/classes.json``: category id and name of each label, for predict."""
+  if jax.process_index() != 0:
+    return
+  os.makedirs(workdir, exist_ok=True)
+  with open(os.path.join(workdir, 'classes.json'), 'w') as f:
+    json.dump({'category_ids': [int(i) for i in dataset.category_ids],
+               'names': list(dataset.category_names)}, f)
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
+  """Trains (resuming if ``workdir`` has checkpoints), then evaluates on the val split."""
+  state = train(config, workdir)
+  return evaluate(config, workdir, state.params, state.batch_stats, int(state.step))

@@ -1,0 +1,151 @@
+"""COCO json source: label mapping, crowd and degenerate boxes, and errors that name the file."""
+
+import json
+import logging
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from configs import default
+from dla_jax.data import batching
+from dla_jax.data import coco_json
+from dla_jax.data import pipeline
+from dla_jax.data import records as records_lib
+
+
+def _write(tmp_path, annotations, images=None, categories=None):
+  """Writes a json of 2 images of 40 x 30 (w x h) and their PNG files; returns (folder, json)."""
+  images = images or [{'id': 10, 'file_name': 'a.png', 'height': 30, 'width': 40},
+                      {'id': 4, 'file_name': 'b.png', 'height': 30, 'width': 40}]
+  categories = categories or [{'id': 90, 'name': 'z'}, {'id': 2, 'name': 'x'},
+                              {'id': 7, 'name': 'y'}]
+  for image in images:
+    Image.new('RGB', (40, 30), (90, 90, 90)).save(tmp_path / image['file_name'])
+  path = tmp_path / 'instances.json'
+  path.write_text(json.dumps(
+      {'images': images, 'annotations': annotations, 'categories': categories}))
+  return str(tmp_path), str(path)
+
+
+def _ann(ann_id, image_id, category_id, bbox, **extra):
+  return {'id': ann_id, 'image_id': image_id, 'category_id': category_id, 'bbox': bbox, **extra}
+
+
+def test_category_ids_map_to_contiguous_labels_and_back(tmp_path):
+  anns = [_ann(1, 10, 90, [0, 0, 5, 5]), _ann(2, 10, 2, [1, 1, 5, 5]),
+          _ann(3, 4, 7, [2, 2, 5, 5])]
+  dataset = coco_json.load(*_write(tmp_path, anns))
+  np.testing.assert_array_equal(dataset.category_ids, [2, 7, 90])
+  assert dataset.category_names == ('x', 'y', 'z')
+  by_id = {r.image_id: r for r in dataset.records}
+  assert [r.image_id for r in dataset.records] == [4, 10]
+  np.testing.assert_array_equal(dataset.category_ids[by_id[10].labels], [90, 2])
+  np.testing.assert_array_equal(dataset.category_ids[by_id[4].labels], [7])
+
+
+def test_crowd_boxes_are_not_targets_but_stay_in_the_evaluation_ground_truth(tmp_path):
+  anns = [_ann(1, 10, 2, [0, 0, 5, 5], iscrowd=0), _ann(2, 10, 2, [5, 5, 20, 20], iscrowd=1)]
+  dataset = coco_json.load(*_write(tmp_path, anns))
+  record = dataset.records[1]
+  np.testing.assert_array_equal(record.boxes, [[0, 0, 5, 5]])
+  crowd = dataset.coco.loadAnns(dataset.coco.getAnnIds(imgIds=[10], iscrowd=True))
+  assert [a['id'] for a in crowd] == [2]
+  assert len(dataset.coco.getAnnIds(imgIds=[10])) == 2
+
+
+def test_boxes_under_one_pixel_or_outside_the_image_are_dropped_and_counted(tmp_path, caplog):
+  anns = [_ann(1, 10, 2, [0, 0, 0.5, 5]),  # under 1 px wide
+          _ann(2, 10, 2, [3, 3, 4, 0]),  # zero high
+          _ann(3, 10, 2, [39.5, 3, 10, 10]),  # 0.5 px wide once clipped
+          _ann(4, 10, 2, [-5, 28, 10, 10]),  # clipped to (0, 28, 5, 30)
+          _ann(5, 10, 2, [50, 3, 10, 10])]  # entirely outside
+  with caplog.at_level(logging.WARNING):
+    dataset = coco_json.load(*_write(tmp_path, anns))
+  np.testing.assert_array_equal(dataset.records[1].boxes, [[0, 28, 5, 30]])
+  assert 'dropped 2 boxes under 1 px and 2 boxes under 1 px once clipped' in caplog.text
+  assert 'instances.json' in caplog.text
+
+
+def test_annotations_without_iscrowd_or_area_get_coco_defaults(tmp_path):
+  dataset = coco_json.load(*_write(tmp_path, [_ann(1, 10, 2, [0, 0, 4, 5])]))
+  assert dataset.coco.anns[1]['iscrowd'] == 0 and dataset.coco.anns[1]['area'] == 20
+
+
+@pytest.mark.parametrize('section, field', [
+    ('images', 'file_name'), ('images', 'height'), ('annotations', 'bbox'),
+    ('annotations', 'category_id'), ('categories', 'id')])
+def test_missing_field_error_names_the_json_and_the_field(tmp_path, section, field):
+  images_dir, path = _write(tmp_path, [_ann(1, 10, 2, [0, 0, 5, 5])])
+  with open(path) as f:
+    data = json.load(f)
+  del data[section][0][field]
+  with open(path, 'w') as f:
+    json.dump(data, f)
+  with pytest.raises(records_lib.DataError, match=rf'instances\.json: {section}\[0\] .*"{field}"'):
+    coco_json.load(images_dir, path)
+
+
+def test_missing_section_or_broken_json_names_the_file(tmp_path):
+  path = tmp_path / 'bad.json'
+  path.write_text('{"images": [], "categories": []}')
+  with pytest.raises(records_lib.DataError, match=r'bad\.json: missing field "annotations"'):
+    coco_json.load(str(tmp_path), str(path))
+  path.write_text('{"images": [')
+  with pytest.raises(records_lib.DataError, match=r'bad\.json: cannot read annotations'):
+    coco_json.load(str(tmp_path), str(path))
+
+
+def test_unknown_category_id_names_the_json_and_the_annotation(tmp_path):
+  with pytest.raises(records_lib.DataError, match=r'instances\.json: annotation 1 .* 5'):
+    coco_json.load(*_write(tmp_path, [_ann(1, 10, 5, [0, 0, 5, 5])]))
+
+
+def _first_batch(dataset):
+  iterator = batching.EvalIterator(dataset.records, image_size=(32, 48), max_boxes=2,
+                                   global_batch=2, scale=(48, 32), num_threads=1)
+  return next(iter(iterator))
+
+
+@pytest.mark.parametrize('content', [b'', b'\x89PNG\r\n\x1a\n not really a png'])
+def test_corrupt_image_error_names_the_image_file(tmp_path, content):
+  dataset = coco_json.load(*_write(tmp_path, []))
+  (tmp_path / 'b.png').write_bytes(content)
+  with pytest.raises(records_lib.DataError, match=r'b\.png: cannot read image 4'):
+    _first_batch(dataset)
+
+
+def test_missing_image_file_error_names_it(tmp_path):
+  dataset = coco_json.load(*_write(tmp_path, []))
+  (tmp_path / 'a.png').unlink()
+  with pytest.raises(records_lib.DataError, match=r'a\.png: cannot read image 10'):
+    _first_batch(dataset)
+
+
+def test_image_of_another_size_than_annotated_names_the_file(tmp_path):
+  dataset = coco_json.load(*_write(tmp_path, []))
+  Image.new('RGB', (30, 40)).save(tmp_path / 'a.png')
+  with pytest.raises(records_lib.DataError, match=r'a\.png: image is 30x40 .* say 40x30'):
+    _first_batch(dataset)
+
+
+def test_images_with_more_boxes_than_slots_keep_the_largest_and_warn(tmp_path, caplog):
+  anns = [_ann(i, 10, 2, [0, 0, size, size]) for i, size in enumerate([2, 9, 4, 3], start=1)]
+  images_dir, path = _write(tmp_path, anns)
+  config = default.get_config()
+  data = config.data
+  data.source, data.num_classes, data.max_boxes = 'coco_json', 3, 2
+  data.train_images, data.train_annotations = images_dir, path
+  data.image_size, data.scale, data.short_side_range = (32, 48), (48, 32), (32, 32)
+  data.flip_prob, data.num_threads = 0.0, 1
+  config.train.global_batch = 1
+  with caplog.at_level(logging.WARNING):
+    iterator = pipeline.make_train_iterator(config, process_index=0, process_count=1)
+  assert '1 images have more than data.max_boxes=2 boxes' in caplog.text
+  assert '2 boxes are dropped' in caplog.text
+  batch = next(b for b in iterator if b['image_id'][0] == 10)
+  iterator.close()
+  sy, sx = batch['scale'][0]
+  np.testing.assert_allclose(batch['boxes'][0], [[0, 0, 9 * sx, 9 * sy], [0, 0, 4 * sx, 4 * sy]],
+                             rtol=1e-6)
+  np.testing.assert_array_equal(batch['valid'][0], [True, True])
