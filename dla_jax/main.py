@@ -12,6 +12,7 @@ import glob
 from absl import app
 from absl import flags
 from absl import logging
+import jax
 from ml_collections import config_flags
 
 from dla_jax import predict
@@ -26,6 +27,13 @@ _MODE = flags.DEFINE_enum('mode', 'train_and_evaluate', MODES, 'What to run.')
 _STEP = flags.DEFINE_integer('step', None, 'evaluate/predict: checkpoint step (default latest).')
 _IMAGES = flags.DEFINE_string('images', None, 'predict: glob of image files.')
 _OUT = flags.DEFINE_string('out', None, 'predict: folder for the drawn PNGs.')
+_DISTRIBUTED = flags.DEFINE_bool(
+    'distributed', False, 'Join a multi-process run with jax.distributed.initialize: from '
+    '--coordinator_address/--num_processes/--process_id when given, else from the environment '
+    '(Cloud TPU, SLURM).')
+_COORDINATOR = flags.DEFINE_string('coordinator_address', None, 'host:port of process 0.')
+_NUM_PROCESSES = flags.DEFINE_integer('num_processes', None, 'Processes in the run.')
+_PROCESS_ID = flags.DEFINE_integer('process_id', None, 'This process, 0..num_processes-1.')
 flags.mark_flags_as_required(['config', 'workdir'])
 
 
@@ -33,6 +41,8 @@ def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'unexpected arguments: {argv[1:]}')
   logging.set_verbosity(logging.WARNING)
+  if _DISTRIBUTED.value:
+    jax.distributed.initialize(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value)
   config, workdir = _CONFIG.value, _WORKDIR.value
   if _MODE.value == 'train':
     train.train(config, workdir)
