@@ -1,6 +1,5 @@
 """The whole network: shapes of the paper's detectors, parameter counts, frozen parts, bf16."""
 
-import numpy as np
 import pytest
 
 import jax

@@ -1,7 +1,6 @@
 """The jitted train step: sharded equals single-device, one compile per shape, NaN guard."""
 
 import numpy as np
-import pytest
 
 import jax
 import jax.numpy as jnp
