@@ -34,16 +34,34 @@ class Checkpoints:
         force=True)
 
   def restore(self, template: Any, step: int | None = None) -> tuple[Any, dict, int] | None:
-    """(state, iterator state, step) of ``step`` (default the latest), laid out like
-    ``template`` (arrays with shardings); None when there is no checkpoint."""
-    step = self._manager.latest_step() if step is None else step
-    if step is None:
-      return None
+    """(state, iterator state, step) of ``step``, laid out like ``template`` (arrays with
+    shardings); None when there is no checkpoint.
+
+    Without ``step``, the latest readable checkpoint: one that cannot be read (truncated or
+    corrupt files) is reported and the one before it is tried, so a damaged last save does not
+    put a preempted job into a crash loop.
+
+    Raises:
+      ValueError: ``step`` was asked for and cannot be read, or no checkpoint can be read.
+    """
+    steps = [step] if step is not None else sorted(self._manager.all_steps(), reverse=True)
     abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, template)
-    restored = self._manager.restore(step, args=ocp.args.Composite(
-        state=ocp.args.StandardRestore(abstract), data=ocp.args.JsonRestore()))
-    logging.info('restored step %d from %s', step, self.directory)
-    return restored['state'], dict(restored['data']), step
+    for s in steps:
+      try:
+        restored = self._manager.restore(s, args=ocp.args.Composite(
+            state=ocp.args.StandardRestore(abstract), data=ocp.args.JsonRestore()))
+      except Exception as e:  # pylint: disable=broad-except  (orbax raises many kinds)
+        message = f'checkpoint {s} in {self.directory} cannot be read: {type(e).__name__}: {e}'
+        if step is not None:
+          raise ValueError(message) from e
+        logging.warning('%s; trying the one before it', message)
+        print(f'{message}; trying the one before it', flush=True)
+        continue
+      logging.info('restored step %d from %s', s, self.directory)
+      return restored['state'], dict(restored['data'] or {}), s
+    if steps:
+      raise ValueError(f'no checkpoint in {self.directory} can be read (steps {steps})')
+    return None
 
   def restore_weights(self, template: dict[str, Any],
                       step: int | None = None) -> tuple[dict[str, Any], int] | None:

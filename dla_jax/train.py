@@ -8,7 +8,9 @@ the step itself, then reported here, naming the step where it first happened.
 
 import json
 import os
+import signal
 import sys
+import threading
 import time
 from typing import Any
 
@@ -86,6 +88,40 @@ def _eta(step: int, total: int, start_step: int, start_time: float) -> str:
   return f'{eta // 3600}:{eta // 60 % 60:02d}:{eta % 60:02d}'
 
 
+def _log_line(step: int, total_steps: int, steps_per_epoch: int, means: dict[str, float],
+              eta: str) -> str:
+  return (f'step {step}/{total_steps} (epoch {step / steps_per_epoch:.2f}) | '
+          f'loss {means["loss"]:.4f} = cls {means["loss_cls"]:.4f} '
+          f'+ reg {means["loss_reg"]:.4f} + metric {means["loss_metric"]:.4f} | '
+          f'alpha {means["alpha"]:.4f} | lr {means["lr"]:.5f} | pos {means["num_pos"]:.1f} | '
+          f'{means["images_per_s"]:.1f} img/s | ETA {eta}')
+
+
+class _Preemption:
+  """Turns SIGTERM (what TPU and cloud preemption send) into a flag the loop checks each step.
+
+  Installed only in the main thread, where Python delivers signals; the previous handler is
+  restored on exit.
+  """
+
+  def __init__(self):
+    self.requested = False
+    self._previous = None
+
+  def __enter__(self):
+    if threading.current_thread() is threading.main_thread():
+      self._previous = signal.signal(signal.SIGTERM, self._handle)
+    return self
+
+  def _handle(self, signum, frame):
+    del signum, frame
+    self.requested = True
+
+  def __exit__(self, *exc):
+    if self._previous is not None:
+      signal.signal(signal.SIGTERM, self._previous)
+
+
 def train(config: ml_collections.ConfigDict, workdir: str) -> step_lib.TrainState:
   """Trains for ``optim.epochs`` epochs, resuming from the latest checkpoint in ``workdir``,
   evaluating on the val split every ``train.eval_every_epochs`` epochs (0: never)."""
@@ -114,43 +150,48 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> step_lib.TrainStat
   sums, interval_steps, interval_start = None, 0, time.time()
   start_time = time.time()
   tty = sys.stdout.isatty()
-  try:
-    while step < total_steps:
-      state, metrics = train_step(state, next(batches))
-      sums = metrics if sums is None else jax.tree.map(jnp.add, sums, metrics)
-      step += 1
-      interval_steps += 1
-      if tty:
-        print(f'\rstep {step}/{total_steps}', end='', flush=True)
-      if step % config.train.log_every == 0 or step == total_steps:
-        bad = int(state.nonfinite_step)
-        if bad >= 0:
+  with _Preemption() as preemption:
+    try:
+      while step < total_steps:
+        state, metrics = train_step(state, next(batches))
+        sums = metrics if sums is None else jax.tree.map(jnp.add, sums, metrics)
+        step += 1
+        interval_steps += 1
+        if tty:
+          print(f'\rstep {step}/{total_steps}', end='', flush=True)
+        if step % config.train.log_every == 0 or step == total_steps:
+          bad = int(state.nonfinite_step)
+          if bad >= 0:
+            checkpoints.wait()
+            raise FloatingPointError(
+                f'the loss was not finite at step {bad}; its update was skipped and training '
+                f'stopped at step {step}. Last checkpoint: {checkpoints.latest_step()}')
+          means = {k: float(v) / interval_steps for k, v in jax.device_get(sums).items()}
+          now = time.time()
+          images = interval_steps * config.train.global_batch
+          means['images_per_s'] = images / (now - interval_start)
+          writer.write(step, means)
+          print(('\r' if tty else '') + _log_line(
+              step, total_steps, steps_per_epoch, means,
+              _eta(step, total_steps, start_step, start_time)), flush=True)
+          sums, interval_steps, interval_start = None, 0, now
+        if step % config.train.checkpoint_every == 0 or step == total_steps:
+          checkpoints.save(step, state, batches.get_state())
+        if preemption.requested:
+          if step % config.train.checkpoint_every and step != total_steps:
+            checkpoints.save(step, state, batches.get_state())
           checkpoints.wait()
-          raise FloatingPointError(
-              f'the loss was not finite at step {bad}; its update was skipped and training '
-              f'stopped at step {step}. Last checkpoint: {checkpoints.latest_step()}')
-        means = {k: float(v) / interval_steps for k, v in jax.device_get(sums).items()}
-        now = time.time()
-        means['images_per_s'] = interval_steps * config.train.global_batch / (now - interval_start)
-        eta = _eta(step, total_steps, start_step, start_time)
-        writer.write(step, means)
-        line = (f'step {step}/{total_steps} (epoch {step / steps_per_epoch:.2f}) | '
-                f'loss {means["loss"]:.4f} = cls {means["loss_cls"]:.4f} '
-                f'+ reg {means["loss_reg"]:.4f} + metric {means["loss_metric"]:.4f} | '
-                f'alpha {means["alpha"]:.4f} | lr {means["lr"]:.5f} | '
-                f'pos {means["num_pos"]:.1f} | {means["images_per_s"]:.1f} img/s | ETA {eta}')
-        print(('\r' if tty else '') + line, flush=True)
-        sums, interval_steps, interval_start = None, 0, now
-      if step % config.train.checkpoint_every == 0 or step == total_steps:
-        checkpoints.save(step, state, batches.get_state())
-      every = config.train.eval_every_epochs * steps_per_epoch
-      if every and step % every == 0 and step < total_steps:
-        evaluate(config, workdir, state.params, state.batch_stats, step)
-  finally:
-    checkpoints.wait()
-    checkpoints.close()
-    train_iter.close()
-    writer.close()
+          print(f'SIGTERM: saved a checkpoint at step {step} in {checkpoints.directory}; '
+                'the next run resumes from it', flush=True)
+          raise SystemExit(0)
+        every = config.train.eval_every_epochs * steps_per_epoch
+        if every and step % every == 0 and step < total_steps:
+          evaluate(config, workdir, state.params, state.batch_stats, step)
+    finally:
+      checkpoints.wait()
+      checkpoints.close()
+      train_iter.close()
+      writer.close()
   return state
 
 

@@ -11,7 +11,7 @@ from dla_jax.models import fpn as fpn_lib
 
 def test_fpn_matches_torchvision_feature_pyramid_with_p6_p7():
   torch = pytest.importorskip('torch')
-  from torchvision.ops import feature_pyramid_network as tv_fpn  # pylint: disable=g-import-not-at-top
+  from torchvision.ops import feature_pyramid_network as tv_fpn  # pylint: disable=C0415
   in_channels, channels = [8, 16, 32], 16
   torch.manual_seed(0)
   reference = tv_fpn.FeaturePyramidNetwork(in_channels, channels,

@@ -1,11 +1,14 @@
 """Training end to end: a tiny model overfits a few shapes images; the CLI trains, evaluates and
-predicts with DLA and with the ATSS baseline; bad settings fail early and clearly."""
+predicts with DLA and with the ATSS baseline; SIGTERM checkpoints and SIGKILL loses nothing;
+bad settings fail early and clearly."""
 
 import json
 import os
+import signal
 import subprocess
 import sys
 
+import jax
 import numpy as np
 import pytest
 
@@ -13,6 +16,7 @@ from configs import shapes_tiny
 from dla_jax import metric_writer
 from dla_jax import train
 from dla_jax.data import shapes
+from dla_jax.models import detector
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -100,3 +104,69 @@ def test_bad_config_values_are_named(field, value, message):
   config[section][name] = value
   with pytest.raises(ValueError, match=message):
     train.check_config(config, num_devices=8)
+
+
+def test_sigterm_mid_run_saves_its_step_and_the_next_run_resumes_there(few_images, tmp_path):
+  images, annotations = few_images
+  overrides = ['--config.data.source=coco_json', f'--config.data.train_images={images}',
+               f'--config.data.train_annotations={annotations}',
+               '--config.train.global_batch=8', '--config.train.log_every=1',
+               '--config.train.checkpoint_every=1000']
+  workdir = str(tmp_path / 'run')
+  command = [sys.executable, '-m', 'dla_jax.main', '--mode', 'train', '--config',
+             'configs/shapes_tiny.py', '--workdir', workdir, *overrides]
+  process = subprocess.Popen([*command, '--config.optim.epochs=1000'], cwd=REPO,
+                             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+  lines = []
+  for line in process.stdout:
+    lines.append(line)
+    if line.startswith('step 3/'):
+      process.send_signal(signal.SIGTERM)
+  assert process.wait(timeout=120) == 0
+  saved = [l for l in lines if l.startswith('SIGTERM: saved a checkpoint at step ')]
+  assert saved, ''.join(lines[-5:])
+  step = int(saved[0].split('at step ')[1].split()[0])
+  assert step >= 3
+  assert str(step) in os.listdir(os.path.join(workdir, 'checkpoints'))
+
+  out = subprocess.run([*command, f'--config.optim.epochs={step + 2}'], cwd=REPO,
+                       capture_output=True, text=True, timeout=300).stdout
+  assert out.splitlines()[0].startswith(f'step {step + 1}/{step + 2}'), out
+
+
+def test_run_killed_and_resumed_ends_bit_identical_to_an_uninterrupted_run(few_images, tmp_path):
+  images, annotations = few_images
+  steps = 12
+  overrides = ['--config.data.source=coco_json', f'--config.data.train_images={images}',
+               f'--config.data.train_annotations={annotations}',
+               '--config.train.global_batch=8', '--config.train.log_every=1',
+               '--config.train.checkpoint_every=2', f'--config.optim.epochs={steps}']
+
+  def command(workdir):
+    return [sys.executable, '-m', 'dla_jax.main', '--mode', 'train', '--config',
+            'configs/shapes_tiny.py', '--workdir', workdir, *overrides]
+
+  straight, killed = str(tmp_path / 'straight'), str(tmp_path / 'killed')
+  subprocess.run(command(straight), cwd=REPO, check=True, capture_output=True, timeout=300)
+  # From step 5 on, the save of step 2 is complete: orbax starts the save of step 4 only once
+  # the one before has finished.
+  kill_at = int(np.random.default_rng().integers(5, steps))
+  process = subprocess.Popen(command(killed), cwd=REPO, stdout=subprocess.PIPE,
+                             stderr=subprocess.DEVNULL, text=True)
+  for line in process.stdout:
+    if line.startswith(f'step {kill_at}/'):
+      process.kill()
+      break
+  process.wait(timeout=60)
+  assert process.returncode == -signal.SIGKILL
+  resumed = subprocess.run(command(killed), cwd=REPO, check=True, capture_output=True,
+                           text=True, timeout=300).stdout
+  first_step = int(resumed.split('step ')[1].split('/')[0])
+  assert 1 < first_step <= kill_at + 1, resumed  # it resumed, not restarted
+
+  config = shapes_tiny.get_config()
+  model = detector.build_detector(config)
+  a, _, step_a = train.restore_weights(config, straight, model)
+  b, _, step_b = train.restore_weights(config, killed, model)
+  assert step_a == step_b == steps
+  jax.tree.map(np.testing.assert_array_equal, a, b)

@@ -4,10 +4,11 @@ Six classes: two hard-to-tell pairs (filled and outlined rectangles, filled and 
 ellipses), triangles and crosses. Category ids are 1, 3, ..., 11, deliberately not
 contiguous, so that training exercises the label mapping. Each image has 0 to 15 objects (one
 in ten has none) of random colour, sized log-uniformly from 8 px to 86% of the image's short
-side so that every FPN level gets objects (and every object holds a stride-8 location). Later objects may occlude earlier ones, but every
-object keeps at least half of its pixels visible. A box is the tight box of the whole object,
-occluded parts included: exact by construction, where COCO's boxes enclose the visible part; with
-half of every object visible the two rarely differ by much.
+side so that every FPN level gets objects (and every object holds a stride-8 location). Later
+objects may occlude earlier ones, but every object keeps at least half of its pixels visible.
+A box is the tight box of the whole object, occluded parts included: exact by construction,
+where COCO's boxes enclose the visible part; with half of every object visible the two rarely
+differ by much.
 
 Everything is a function of (seed, split, image index), so the same parameters give the same
 files. The dataset is written once into a cache folder and then read back by the ordinary COCO

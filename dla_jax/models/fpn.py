@@ -1,5 +1,5 @@
-"""Feature pyramid P3..P7 on C3..C5, as ATSS uses it (MMDetection's FPN, add_extra_convs='on_output',
-relu_before_extra_convs=True)."""
+"""Feature pyramid P3..P7 on C3..C5, as ATSS uses it (MMDetection's FPN with
+add_extra_convs='on_output' and relu_before_extra_convs=True)."""
 
 from typing import Any, Sequence
 
@@ -34,7 +34,10 @@ class FPN(nn.Module):
 
   @nn.compact
   def __call__(self, features: Sequence[jax.Array]) -> list[jax.Array]:
-    """features: [C3, C4, C5], each [B, H_l, W_l, C_l] -> [P3, ..., P7], each [B, H_l, W_l, channels]."""
+    """features: [C3, C4, C5], each [B, H_l, W_l, C_l].
+
+    Returns [P3, ..., P7], each [B, H_l, W_l, channels].
+    """
     conv = lambda kernel, stride, name: nn.Conv(
         self.channels, (kernel, kernel), (stride, stride),
         padding=((kernel // 2, kernel // 2),) * 2, dtype=self.dtype,
