@@ -54,7 +54,6 @@ class Checkpoints:
         message = f'checkpoint {s} in {self.directory} cannot be read: {type(e).__name__}: {e}'
         if step is not None:
           raise ValueError(message) from e
-        logging.warning('%s; trying the one before it', message)
         print(f'{message}; trying the one before it', flush=True)
         continue
       logging.info('restored step %d from %s', s, self.directory)

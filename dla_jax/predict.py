@@ -20,15 +20,6 @@ _COLOURS = ((230, 25, 75), (60, 180, 75), (255, 225, 25), (0, 130, 200), (245, 1
             (145, 30, 180), (70, 240, 240), (240, 50, 230), (210, 245, 60), (250, 190, 212))
 
 
-def _read(path: str) -> Image.Image:
-  try:
-    image = Image.open(path)
-    image.load()
-  except (OSError, SyntaxError, ValueError) as e:
-    raise records_lib.DataError(f'{path}: cannot read image: {e}') from e
-  return image.convert('RGB')
-
-
 def class_names(workdir: str, num_classes: int) -> list[str]:
   """Names from ``workdir/classes.json`` (written at evaluation), else 'class <label>'."""
   path = os.path.join(workdir, 'classes.json')
@@ -63,7 +54,7 @@ def predict(config: ml_collections.ConfigDict, workdir: str, paths: Sequence[str
   os.makedirs(out_dir, exist_ok=True)
   written = []
   for path in paths:
-    image = _read(path)
+    image = records_lib.read_image(path)
     size = transforms.rescale_size(image.height, image.width, config.data.scale)
     resized, _ = transforms.resize_and_flip(image, np.zeros((0, 4), np.float32), size, False)
     hw = transforms.padded_shape(image.width >= image.height, config.data.image_size)

@@ -77,18 +77,28 @@ def clean_boxes(xywh: np.ndarray, height: int, width: int,
   return clipped[keep], keep
 
 
+def read_image(path: str, what: str = 'image') -> Image.Image:
+  """Reads an image file as RGB; ``what`` names it in errors (e.g. 'image 42').
+
+  Raises:
+    DataError: naming the file, when it is missing, unreadable or corrupt.
+  """
+  try:
+    image = Image.open(path)
+    image.load()  # decodes and closes the file
+  except (OSError, SyntaxError, ValueError) as e:
+    raise DataError(f'{path}: cannot read {what}: {e}') from e
+  return image if image.mode == 'RGB' else image.convert('RGB')
+
+
 def open_image(record: Record) -> Image.Image:
   """Reads a record's image as RGB and checks its size against the annotations.
 
   Raises:
     DataError: the file is missing, unreadable, corrupt or of another size than annotated.
   """
-  try:
-    image = Image.open(record.path)
-    image.load()  # decodes and closes the file
-  except (OSError, SyntaxError, ValueError) as e:
-    raise DataError(f'{record.path}: cannot read image {record.image_id}: {e}') from e
+  image = read_image(record.path, f'image {record.image_id}')
   if image.size != (record.width, record.height):
     raise DataError(f'{record.path}: image is {image.width}x{image.height} (w x h) but the '
                     f'annotations say {record.width}x{record.height}')
-  return image if image.mode == 'RGB' else image.convert('RGB')
+  return image

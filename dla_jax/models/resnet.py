@@ -52,12 +52,6 @@ def get_spec(name: str) -> ResNetSpec:
   return ARCHITECTURES[name]
 
 
-def out_channels(name: str, width: int = 64) -> tuple[int, int, int]:
-  """Channels of C3, C4, C5 for backbone ``name`` with stem width ``width``."""
-  expansion = 4 if get_spec(name).bottleneck else 1
-  return tuple(width * 2**i * expansion for i in (1, 2, 3))
-
-
 def _conv(features: int, kernel: int, stride: int, dtype: Any, groups: int = 1,
           name: str | None = None) -> nn.Conv:
   """A bias-free conv padded like torch (``kernel // 2`` on each side)."""
