@@ -64,18 +64,17 @@ class Checkpoints:
 
   def restore_weights(self, template: dict[str, Any],
                       step: int | None = None) -> tuple[dict[str, Any], int] | None:
-    """({'params', 'batch_stats'}, step) of ``step`` (default the latest), whatever optimizer
-    state was saved with it; ``template`` gives their structure, shapes and shardings. None
-    when there is no checkpoint."""
+    """(weights, step) of ``step`` (default the latest), whatever optimizer state was saved
+    with it; ``template`` ({'params'} and, when the model has any, {'batch_stats'}) gives their
+    structure, shapes and shardings. None when there is no checkpoint."""
     step = self._manager.latest_step() if step is None else step
     if step is None:
       return None
-    item = {k: v for k, v in template.items() if v}  # an empty batch_stats is not saved
-    abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, item)
+    abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, template)
     restored = self._manager.restore(step, args=ocp.args.Composite(state=ocp.args.PyTreeRestore(
         item=abstract, restore_args=ocp.checkpoint_utils.construct_restore_args(abstract),
         partial_restore=True)))
-    return {**template, **restored['state']}, step
+    return dict(restored['state']), step
 
   def wait(self) -> None:
     """Blocks until every started save is on disk."""

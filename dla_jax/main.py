@@ -1,10 +1,12 @@
-"""Command line: train, evaluate, train and evaluate, or predict.
+"""Command line: train, evaluate, train and evaluate, predict, or export the weights.
 
   python -m dla_jax.main --config configs/shapes_tiny.py --workdir /tmp/dla_shapes
   python -m dla_jax.main --config configs/dla_r50_fpn_1x_coco.py --workdir ~/runs/r50 \
       --config.data.source=coco_json --config.optim.base_lr=0.02
-  python -m dla_jax.main --mode predict --config configs/shapes_tiny.py \
-      --workdir /tmp/dla_shapes --images 'photos/*.png' --out /tmp/drawn
+  python -m dla_jax.main --mode export --config configs/shapes_tiny.py \
+      --workdir /tmp/dla_shapes --out /tmp/dla_shapes_export
+  python -m dla_jax.main --mode predict --weights /tmp/dla_shapes_export \
+      --images 'photos/*.png' --out /tmp/drawn
 """
 
 import glob
@@ -15,18 +17,26 @@ from absl import logging
 import jax
 from ml_collections import config_flags
 
+from dla_jax import export
 from dla_jax import predict
 from dla_jax import train
 
-MODES = ('train', 'evaluate', 'train_and_evaluate', 'predict')
+MODES = ('train', 'evaluate', 'train_and_evaluate', 'predict', 'export')
 
-_CONFIG = config_flags.DEFINE_config_file('config', None, 'Experiment config file.',
-                                          lock_config=True)
-_WORKDIR = flags.DEFINE_string('workdir', None, 'Checkpoints, metrics and detections go here.')
+_CONFIG = config_flags.DEFINE_config_file(
+    'config', None, 'Experiment config file. Optional with --weights, whose config is used.',
+    lock_config=True)
+_WORKDIR = flags.DEFINE_string(
+    'workdir', None, 'Checkpoints, metrics and detections go here. Optional for predict with '
+    '--weights.')
 _MODE = flags.DEFINE_enum('mode', 'train_and_evaluate', MODES, 'What to run.')
-_STEP = flags.DEFINE_integer('step', None, 'evaluate/predict: checkpoint step (default latest).')
+_STEP = flags.DEFINE_integer('step', None, 'evaluate/predict/export: checkpoint step (default '
+                             'latest).')
+_WEIGHTS = flags.DEFINE_string('weights', None, 'evaluate/predict: an export folder (from '
+                               '--mode export) instead of the checkpoints in --workdir.')
 _IMAGES = flags.DEFINE_string('images', None, 'predict: glob of image files.')
-_OUT = flags.DEFINE_string('out', None, 'predict: folder for the drawn PNGs.')
+_OUT = flags.DEFINE_string('out', None, 'predict: folder for the drawn PNGs; export: the new '
+                           'export folder.')
 _DISTRIBUTED = flags.DEFINE_bool(
     'distributed', False, 'Join a multi-process run with jax.distributed.initialize: from '
     '--coordinator_address/--num_processes/--process_id when given, else from the environment '
@@ -34,29 +44,53 @@ _DISTRIBUTED = flags.DEFINE_bool(
 _COORDINATOR = flags.DEFINE_string('coordinator_address', None, 'host:port of process 0.')
 _NUM_PROCESSES = flags.DEFINE_integer('num_processes', None, 'Processes in the run.')
 _PROCESS_ID = flags.DEFINE_integer('process_id', None, 'This process, 0..num_processes-1.')
-flags.mark_flags_as_required(['config', 'workdir'])
+
+
+def _require(**values):
+  for name, value in values.items():
+    if not value:
+      raise app.UsageError(f'--mode {_MODE.value} needs --{name}')
 
 
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'unexpected arguments: {argv[1:]}')
   logging.set_verbosity(logging.WARNING)
+  mode, workdir, config = _MODE.value, _WORKDIR.value, _CONFIG.value
+  if _WEIGHTS.value and mode not in ('evaluate', 'predict'):
+    raise app.UsageError(f'--weights is for --mode evaluate or predict, not {mode}')
+  if _WEIGHTS.value and _STEP.value is not None:
+    raise app.UsageError('--step picks a checkpoint in --workdir; an export has one step')
   if _DISTRIBUTED.value:
     jax.distributed.initialize(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value)
-  config, workdir = _CONFIG.value, _WORKDIR.value
-  if _MODE.value == 'train':
+  exported = export.load(_WEIGHTS.value) if _WEIGHTS.value else None
+  if exported and config is None:
+    config = exported.config
+  _require(config=config, workdir=workdir or mode == 'predict' and exported)
+  if mode == 'train':
     train.train(config, workdir)
-  elif _MODE.value == 'evaluate':
-    train.evaluate(config, workdir, step=_STEP.value)
-  elif _MODE.value == 'train_and_evaluate':
+  elif mode == 'train_and_evaluate':
     train.train_and_evaluate(config, workdir)
+  elif mode == 'evaluate':
+    if exported:
+      train.evaluate(config, workdir, exported.params, exported.batch_stats, exported.step)
+    else:
+      train.evaluate(config, workdir, step=_STEP.value)
+  elif mode == 'export':
+    _require(out=_OUT.value)
+    step = export.export(config, workdir, _OUT.value, _STEP.value)
+    print(f'exported step {step} of {workdir} to {_OUT.value}')
   else:
-    if not _IMAGES.value or not _OUT.value:
-      raise app.UsageError('--mode predict needs --images and --out')
+    _require(images=_IMAGES.value, out=_OUT.value)
     paths = sorted(glob.glob(_IMAGES.value))
     if not paths:
       raise app.UsageError(f'--images {_IMAGES.value!r} matches no file')
-    for path in predict.predict(config, workdir, paths, _OUT.value, step=_STEP.value):
+    if exported:
+      params, batch_stats, names = exported.params, exported.batch_stats, exported.class_names
+    else:
+      params, batch_stats, _ = train.restore_weights(config, workdir, _STEP.value)
+      names = train.read_classes(workdir, config.data.num_classes)
+    for path in predict.predict(config, params, batch_stats, names, paths, _OUT.value):
       print(path)
 
 

@@ -1,8 +1,7 @@
 """Runs a trained model on image files and writes PNGs with the detections drawn."""
 
-import json
 import os
-from typing import Sequence
+from typing import Any, Sequence
 
 import jax
 import ml_collections
@@ -11,22 +10,12 @@ from PIL import Image
 from PIL import ImageDraw
 
 from dla_jax import step as step_lib
-from dla_jax import train
 from dla_jax.data import records as records_lib
 from dla_jax.data import transforms
 from dla_jax.models import detector
 
 _COLOURS = ((230, 25, 75), (60, 180, 75), (255, 225, 25), (0, 130, 200), (245, 130, 48),
             (145, 30, 180), (70, 240, 240), (240, 50, 230), (210, 245, 60), (250, 190, 212))
-
-
-def class_names(workdir: str, num_classes: int) -> list[str]:
-  """Names from ``workdir/classes.json`` (written at evaluation), else 'class <label>'."""
-  path = os.path.join(workdir, 'classes.json')
-  if os.path.exists(path):
-    with open(path) as f:
-      return json.load(f)['names']
-  return [f'class {i}' for i in range(num_classes)]
 
 
 def draw(image: Image.Image, boxes: np.ndarray, labels: np.ndarray, scores: np.ndarray,
@@ -41,16 +30,16 @@ def draw(image: Image.Image, boxes: np.ndarray, labels: np.ndarray, scores: np.n
   return image
 
 
-def predict(config: ml_collections.ConfigDict, workdir: str, paths: Sequence[str], out_dir: str,
-            step: int | None = None, score_threshold: float = 0.3) -> list[str]:
-  """Detects objects in each image of ``paths`` with the checkpoint of ``step`` (default the
-  latest) in ``workdir``; writes ``out_dir/<name>.png`` for each and returns those paths.
-  Detections scoring under ``score_threshold`` are not drawn."""
+def predict(config: ml_collections.ConfigDict, params: Any, batch_stats: Any,
+            names: Sequence[str], paths: Sequence[str], out_dir: str,
+            score_threshold: float = 0.3) -> list[str]:
+  """Detects objects in each image of ``paths`` with the model of ``config`` and the given
+  weights (from ``train.restore_weights`` or ``export.load``); writes ``out_dir/<name>.png``
+  for each, labelled with ``names[label]``, and returns those paths. Detections scoring under
+  ``score_threshold`` are not drawn."""
   model = detector.build_detector(config)
-  params, batch_stats, _ = train.restore_weights(config, workdir, model, step)
   mesh = step_lib.make_mesh(jax.devices()[:1])
   eval_step = step_lib.jit_eval_step(mesh, model=model, config=config)
-  names = class_names(workdir, config.data.num_classes)
   os.makedirs(out_dir, exist_ok=True)
   written = []
   for path in paths:

@@ -98,24 +98,34 @@ def _log_line(step: int, total_steps: int, steps_per_epoch: int, means: dict[str
 
 
 class _Preemption:
-  """Turns SIGTERM (what TPU and cloud preemption send) into a flag the loop checks each step.
+  """Tells the loop when to checkpoint and stop because SIGTERM (what TPU and cloud preemption
+  send) arrived.
 
-  Installed only in the main thread, where Python delivers signals; the previous handler is
-  restored on exit.
+  One process: a Python handler turns SIGTERM into a flag (installed only in the main thread,
+  where Python delivers signals; the previous handler is restored on exit). Several processes:
+  JAX's preemption service, started by ``jax.distributed.initialize``, catches SIGTERM on any
+  host and agrees with the others on a step at which all of them save, since a checkpoint is
+  written by all processes together.
   """
 
   def __init__(self):
-    self.requested = False
+    self._requested = False
     self._previous = None
 
   def __enter__(self):
-    if threading.current_thread() is threading.main_thread():
+    if jax.process_count() == 1 and threading.current_thread() is threading.main_thread():
       self._previous = signal.signal(signal.SIGTERM, self._handle)
     return self
 
   def _handle(self, signum, frame):
     del signum, frame
-    self.requested = True
+    self._requested = True
+
+  def reached(self, step: int) -> bool:
+    """Whether to save and stop after ``step``; every process calls it at every step."""
+    if jax.process_count() > 1:
+      return multihost_utils.reached_preemption_sync_point(step)
+    return self._requested
 
   def __exit__(self, *exc):
     if self._previous is not None:
@@ -149,7 +159,8 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> step_lib.TrainStat
                config.model.backbone, total_steps, steps_per_epoch, step, mesh.devices.size)
   sums, interval_steps, interval_start = None, 0, time.time()
   start_time = time.time()
-  tty = sys.stdout.isatty()
+  lead = jax.process_index() == 0  # the process that prints and writes metrics
+  tty = lead and sys.stdout.isatty()
   with _Preemption() as preemption:
     try:
       while step < total_steps:
@@ -171,13 +182,14 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> step_lib.TrainStat
           images = interval_steps * config.train.global_batch
           means['images_per_s'] = images / (now - interval_start)
           writer.write(step, means)
-          print(('\r' if tty else '') + _log_line(
-              step, total_steps, steps_per_epoch, means,
-              _eta(step, total_steps, start_step, start_time)), flush=True)
+          if lead:
+            print(('\r' if tty else '') + _log_line(
+                step, total_steps, steps_per_epoch, means,
+                _eta(step, total_steps, start_step, start_time)), flush=True)
           sums, interval_steps, interval_start = None, 0, now
         if step % config.train.checkpoint_every == 0 or step == total_steps:
           checkpoints.save(step, state, batches.get_state())
-        if preemption.requested:
+        if preemption.reached(step):
           if step % config.train.checkpoint_every and step != total_steps:
             checkpoints.save(step, state, batches.get_state())
           checkpoints.wait()
@@ -205,7 +217,7 @@ def evaluate(config: ml_collections.ConfigDict, workdir: str, params: Any = None
   check_config(config, mesh.devices.size)
   model = detector.build_detector(config)
   if params is None:
-    params, batch_stats, step = restore_weights(config, workdir, model, step)
+    params, batch_stats, step = restore_weights(config, workdir, step)
   eval_iter, dataset = pipeline.make_eval_iterator(config, split,
                                                    global_batch=config.train.eval_batch)
   write_classes(workdir, dataset)
@@ -234,21 +246,27 @@ def evaluate(config: ml_collections.ConfigDict, workdir: str, params: Any = None
   return metrics
 
 
-def restore_weights(config: ml_collections.ConfigDict, workdir: str,
-                    model: detector.Detector, step: int | None = None) -> tuple[Any, Any, int]:
-  """(params, batch_stats, step) of a checkpoint in ``workdir`` (default the latest)."""
-  variables = jax.eval_shape(lambda: detector.init_variables(model, config, jax.random.key(0)))
+def weights_template(config: ml_collections.ConfigDict) -> dict[str, Any]:
+  """Abstract ``{'params', 'batch_stats'}`` of the config's model on the first local device,
+  the template that checkpoints and exports are restored into; an empty collection (no
+  BatchNorm) is left out, as it is not saved."""
+  variables = detector.abstract_variables(detector.build_detector(config))
   device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
-  template = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=device),
-                          {'params': variables['params'],
-                           'batch_stats': variables.get('batch_stats', {})})
+  return jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=device),
+                      {k: variables[k] for k in ('params', 'batch_stats') if variables.get(k)})
+
+
+def restore_weights(config: ml_collections.ConfigDict, workdir: str,
+                    step: int | None = None) -> tuple[Any, Any, int]:
+  """(params, batch_stats, step) of a checkpoint in ``workdir`` (default the latest), without
+  the optimizer state; batch_stats is {} for a model without BatchNorm."""
   checkpoints = checkpoint_lib.Checkpoints(workdir)
-  restored = checkpoints.restore_weights(template, step)
+  restored = checkpoints.restore_weights(weights_template(config), step)
   checkpoints.close()
   if restored is None:
     raise FileNotFoundError(f'--workdir {workdir}: no checkpoint in {checkpoints.directory}')
   weights, step = restored
-  return weights['params'], weights['batch_stats'], step
+  return weights['params'], weights.get('batch_stats', {}), step
 
 
 def write_classes(workdir: str, dataset) -> None:
@@ -259,6 +277,15 @@ def write_classes(workdir: str, dataset) -> None:
   with open(os.path.join(workdir, 'classes.json'), 'w') as f:
     json.dump({'category_ids': [int(i) for i in dataset.category_ids],
                'names': list(dataset.category_names)}, f)
+
+
+def read_classes(folder: str, num_classes: int) -> list[str]:
+  """Label names from ``folder/classes.json`` (see ``write_classes``), else 'class <label>'."""
+  path = os.path.join(folder, 'classes.json')
+  if os.path.exists(path):
+    with open(path) as f:
+      return json.load(f)['names']
+  return [f'class {i}' for i in range(num_classes)]
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:

@@ -1,8 +1,7 @@
-"""Training end to end: a tiny model overfits a few shapes images; the CLI trains, evaluates and
-predicts with DLA and with the ATSS baseline; SIGTERM checkpoints and SIGKILL loses nothing;
+"""Training end to end: a tiny model overfits a few shapes images; the CLI trains, evaluates,
+predicts and exports with DLA and with the ATSS baseline; SIGTERM checkpoints and SIGKILL loses nothing;
 bad settings fail early and clearly."""
 
-import json
 import os
 import signal
 import subprocess
@@ -15,45 +14,12 @@ import pytest
 from configs import shapes_tiny
 from dla_jax import metric_writer
 from dla_jax import train
-from dla_jax.data import shapes
-from dla_jax.models import detector
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-@pytest.fixture(name='few_images', scope='module')
-def _few_images(tmp_path_factory):
-  """A COCO json of 8 shapes training images that hold objects (images folder, json)."""
-  root = tmp_path_factory.mktemp('shapes')
-  images, annotations = shapes.ensure_dataset(str(root), (128, 128), 24, 2, seed=0)['train']
-  with open(annotations) as f:
-    data = json.load(f)
-  with_objects = sorted({a['image_id'] for a in data['annotations']})[:8]
-  data['images'] = [i for i in data['images'] if i['id'] in with_objects]
-  data['annotations'] = [a for a in data['annotations'] if a['image_id'] in with_objects]
-  subset = str(root / 'eight.json')
-  with open(subset, 'w') as f:
-    json.dump(data, f)
-  return images, subset
-
-
-def _config_on(images, annotations, steps):
-  """shapes_tiny on one fixed set of images, trained and evaluated on the same images."""
-  config = shapes_tiny.get_config()
-  config.data.source = 'coco_json'
-  config.data.train_images = config.data.val_images = images
-  config.data.train_annotations = config.data.val_annotations = annotations
-  config.data.flip_prob = 0.0
-  config.train.global_batch = config.train.eval_batch = 8
-  config.optim.epochs = steps  # one batch an epoch
-  config.optim.decay_epochs = (int(steps * 0.8),)
-  config.optim.warmup_steps = 20
-  config.train.log_every = 25
-  return config
-
-
-def test_tiny_model_overfits_a_handful_of_images(few_images, tmp_path):
-  config = _config_on(*few_images, steps=200)
+def test_tiny_model_overfits_a_handful_of_images(few_images_config, tmp_path):
+  config = few_images_config(steps=200)
   metrics = train.train_and_evaluate(config, str(tmp_path))
   assert metrics['AP'] >= 0.8, metrics
   logged = metric_writer.read_metrics(str(tmp_path), 'train')
@@ -91,6 +57,15 @@ def test_main_trains_evaluates_and_predicts(few_images, tmp_path, assigner):
   out = _run('--mode', 'predict', '--config', 'configs/shapes_tiny.py', '--workdir', workdir,
              '--images', os.path.join(images, '00000[01].png'), '--out', str(drawn), *overrides)
   assert sorted(os.listdir(drawn)) == ['000000.png', '000001.png']
+  exported = str(tmp_path / 'export')
+  out = _run('--mode', 'export', '--config', 'configs/shapes_tiny.py', '--workdir', workdir,
+             '--out', exported, *overrides)
+  assert f'exported step 3 of {workdir}' in out
+  # The export alone: no --config, no --workdir.
+  _run('--mode', 'predict', '--weights', exported, '--images',
+       os.path.join(images, '00000[01].png'), '--out', str(tmp_path / 'drawn_from_export'))
+  for name in os.listdir(drawn):
+    assert (drawn / name).read_bytes() == (tmp_path / 'drawn_from_export' / name).read_bytes()
 
 
 @pytest.mark.parametrize('field, value, message', [
@@ -165,8 +140,7 @@ def test_run_killed_and_resumed_ends_bit_identical_to_an_uninterrupted_run(few_i
   assert 1 < first_step <= kill_at + 1, resumed  # it resumed, not restarted
 
   config = shapes_tiny.get_config()
-  model = detector.build_detector(config)
-  a, _, step_a = train.restore_weights(config, straight, model)
-  b, _, step_b = train.restore_weights(config, killed, model)
+  a, _, step_a = train.restore_weights(config, straight)
+  b, _, step_b = train.restore_weights(config, killed)
   assert step_a == step_b == steps
   jax.tree.map(np.testing.assert_array_equal, a, b)

@@ -65,6 +65,13 @@ def build_detector(config: ml_collections.ConfigDict) -> Detector:
                             m.metric_channels, len(fpn_lib.STRIDES), m.prior, m.prior_prob, dtype))
 
 
+def abstract_variables(model: Detector) -> dict[str, Any]:
+  """Shapes and dtypes of ``init_variables``'s result (``jax.ShapeDtypeStruct`` leaves), without
+  computing or reading anything."""
+  return jax.eval_shape(model.init, jax.random.key(0),
+                        jax.ShapeDtypeStruct((1, 64, 64, 3), jnp.float32))
+
+
 def init_variables(model: Detector, config: ml_collections.ConfigDict,
                    rng: jax.Array) -> dict[str, Any]:
   """Initial ``{'params', 'batch_stats'}``, float32; the backbone's are read from

@@ -1,0 +1,73 @@
+"""Params-only export: the folder alone rebuilds the model, predicts and evaluates exactly like
+the training checkpoint it came from, and holds no optimizer state."""
+
+import os
+
+import jax
+import numpy as np
+import pytest
+
+from dla_jax import export
+from dla_jax import predict
+from dla_jax import train
+from dla_jax.data import shapes
+
+
+def _size(folder):
+  return sum(os.path.getsize(os.path.join(d, f)) for d, _, files in os.walk(folder)
+             for f in files)
+
+
+@pytest.fixture(name='trained', scope='module')
+def _trained(tmp_path_factory, few_images_config):
+  """(config, workdir) of a 3-step run that evaluated (so it wrote classes.json)."""
+  config = few_images_config(steps=3)
+  workdir = str(tmp_path_factory.mktemp('run'))
+  train.train_and_evaluate(config, workdir)
+  return config, workdir
+
+
+def test_export_holds_the_checkpoint_weights_config_and_class_names(trained, tmp_path):
+  config, workdir = trained
+  out = str(tmp_path / 'export')
+  assert export.export(config, workdir, out) == 3
+  loaded = export.load(out)
+  params, batch_stats, _ = train.restore_weights(config, workdir)
+  jax.tree.map(np.testing.assert_array_equal, (loaded.params, loaded.batch_stats),
+               (params, batch_stats))
+  assert loaded.step == 3
+  assert loaded.config.to_dict() == config.to_dict()
+  assert loaded.class_names == list(shapes.CLASSES)
+  # AdamW keeps two moments per parameter: the export is about a third of the checkpoint.
+  assert _size(os.path.join(out, 'weights')) < 0.5 * _size(
+      os.path.join(workdir, 'checkpoints', '3'))
+
+
+def test_predict_and_evaluate_from_an_export_match_the_checkpoint(trained, tmp_path, few_images):
+  config, workdir = trained
+  out = str(tmp_path / 'export')
+  export.export(config, workdir, out)
+  loaded = export.load(out)
+  images = [os.path.join(few_images[0], f'00000{i}.png') for i in range(2)]
+  params, batch_stats, _ = train.restore_weights(config, workdir)
+  names = train.read_classes(workdir, config.data.num_classes)
+  from_checkpoint = predict.predict(config, params, batch_stats, names, images,
+                                    str(tmp_path / 'a'))
+  from_export = predict.predict(loaded.config, loaded.params, loaded.batch_stats,
+                                loaded.class_names, images, str(tmp_path / 'b'))
+  for a, b in zip(from_checkpoint, from_export):
+    with open(a, 'rb') as fa, open(b, 'rb') as fb:
+      assert fa.read() == fb.read()
+  metrics = train.evaluate(loaded.config, str(tmp_path / 'eval'), loaded.params,
+                           loaded.batch_stats, loaded.step)
+  assert metrics == train.evaluate(config, workdir)
+
+
+def test_export_refuses_to_overwrite_and_load_names_what_is_missing(trained, tmp_path):
+  config, workdir = trained
+  with pytest.raises(FileExistsError, match='exports are not overwritten'):
+    export.export(config, workdir, str(tmp_path))
+  with pytest.raises(FileNotFoundError, match='config.json is missing'):
+    export.load(str(tmp_path))
+  with pytest.raises(FileNotFoundError, match='no checkpoint in'):
+    export.export(config, str(tmp_path / 'empty'), str(tmp_path / 'out'))
