@@ -1,0 +1,96 @@
+"""Several processes joined by ``jax.distributed`` on localhost, as on several GPU hosts or a TPU
+slice: two processes of 4 simulated CPU devices each train and evaluate like one process of 8,
+and SIGTERM sent to one of them checkpoints both at the same step."""
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+
+import numpy as np
+
+from dla_jax import metric_writer
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _free_port() -> int:
+  with socket.socket() as s:
+    s.bind(('localhost', 0))
+    return s.getsockname()[1]
+
+
+def _overrides(few_images, epochs):
+  images, annotations = few_images
+  return ['--config.data.source=coco_json', f'--config.data.train_images={images}',
+          f'--config.data.train_annotations={annotations}', f'--config.data.val_images={images}',
+          f'--config.data.val_annotations={annotations}', '--config.train.global_batch=8',
+          '--config.train.eval_batch=8', '--config.train.log_every=1',
+          f'--config.optim.epochs={epochs}']
+
+
+def _start(workdir, args, processes, devices_each):
+  """Starts ``processes`` processes of ``dla_jax.main`` with ``devices_each`` CPU devices each."""
+  env = dict(os.environ, XLA_FLAGS=f'--xla_force_host_platform_device_count={devices_each}')
+  base = [sys.executable, '-m', 'dla_jax.main', '--config', 'configs/shapes_tiny.py',
+          '--workdir', workdir, *args]
+  if processes == 1:
+    commands = [base]
+  else:
+    address = f'localhost:{_free_port()}'
+    commands = [[*base, '--distributed', f'--coordinator_address={address}',
+                 f'--num_processes={processes}', f'--process_id={i}'] for i in range(processes)]
+  return [subprocess.Popen(c, cwd=REPO, env=env, stdout=subprocess.PIPE,
+                           stderr=subprocess.DEVNULL, text=True) for c in commands]
+
+
+def _finish(processes):
+  outputs = [p.communicate(timeout=600)[0] for p in processes]
+  assert [p.returncode for p in processes] == [0] * len(processes), outputs
+  return outputs
+
+
+def test_two_processes_of_four_devices_train_and_evaluate_like_one_of_eight(few_images, tmp_path):
+  args = ['--mode', 'train_and_evaluate', *_overrides(few_images, epochs=3)]
+  one, two = str(tmp_path / 'one'), str(tmp_path / 'two')
+  _finish(_start(one, args, processes=1, devices_each=8))
+  lead, other = _finish(_start(two, args, processes=2, devices_each=4))
+  assert 'step 3/3' in lead and 'val at step 3: AP' in lead
+  assert 'step ' not in other and 'val at' not in other  # only process 0 prints
+  fields = ('loss', 'loss_cls', 'loss_reg', 'loss_metric', 'num_pos', 'alpha', 'lr')
+  for split in ('train', 'val'):
+    a, b = metric_writer.read_metrics(one, split), metric_writer.read_metrics(two, split)
+    assert [r['step'] for r in a] == [r['step'] for r in b] == ([1, 2, 3] if split == 'train'
+                                                                else [3])
+    for ra, rb in zip(a, b):
+      for k in fields if split == 'train' else ('AP', 'AP50', 'AR100'):
+        np.testing.assert_allclose(rb[k], ra[k], rtol=1e-5, err_msg=f'{split} {k}')
+
+
+def test_sigterm_to_one_process_checkpoints_all_at_the_same_step(few_images, tmp_path):
+  workdir = str(tmp_path / 'run')
+  args = ['--mode', 'train', '--config.train.checkpoint_every=1000',
+          *_overrides(few_images, epochs=1000)]
+  lead, other = _start(workdir, args, processes=2, devices_each=4)
+  lines = []
+  for line in lead.stdout:
+    lines.append(line)
+    if line.startswith('step 2/'):
+      other.send_signal(signal.SIGTERM)
+  outputs = [''.join(lines) + lead.communicate(timeout=120)[0], other.communicate(timeout=120)[0]]
+  assert [lead.returncode, other.returncode] == [0, 0], outputs
+  steps = set()
+  for out in outputs:
+    saved = [l for l in out.splitlines() if l.startswith('SIGTERM: saved a checkpoint at step ')]
+    assert len(saved) == 1, out[-2000:]
+    steps.add(int(saved[0].split('at step ')[1].split()[0]))
+  assert len(steps) == 1
+  step = steps.pop()
+  assert step >= 2
+  assert os.listdir(os.path.join(workdir, 'checkpoints')) == [str(step)]
+
+  resumed = _finish(_start(workdir, ['--mode', 'train', *_overrides(few_images, step + 1)],
+                           processes=2, devices_each=4))
+  logged = [l for l in resumed[0].splitlines() if l.startswith('step ')]
+  assert logged[0].startswith(f'step {step + 1}/{step + 1}'), resumed[0]
