@@ -38,6 +38,9 @@ def get_config() -> ml_collections.ConfigDict:
   model.prior_prob = 0.01
   # Compute dtype ('float32' or 'bfloat16'); parameters are always float32.
   model.dtype = 'float32'
+  # Kernel gradients of convolutions: 'matmul' (one matmul per kernel tap, much faster on
+  # XLA:CPU), 'xla' (XLA's own) or 'auto' (matmul on CPU, xla on GPU/TPU). See models/conv.py.
+  model.conv_backward = 'auto'
 
   config.data = data = ml_collections.ConfigDict()
   # 'shapes' (built-in synthetic data), 'coco_json' (image folder + instances json) or 'tfds'.

@@ -97,6 +97,18 @@ def _log_line(step: int, total_steps: int, steps_per_epoch: int, means: dict[str
           f'{means["images_per_s"]:.1f} img/s | ETA {eta}')
 
 
+def _compile(jitted, state, batch, verbose: bool):
+  """``jitted`` compiled ahead of time for the shapes of (state, batch); says how long it took.
+  A compiled step refuses other shapes, so a recompile cannot go unnoticed."""
+  start = time.time()
+  compiled = jitted.lower(state, batch).compile()
+  if verbose:
+    h, w = batch['images'].shape[1:3]
+    print(f'compiled the train step for {h}x{w} inputs in {time.time() - start:.1f} s',
+          flush=True)
+  return compiled
+
+
 class _Preemption:
   """Tells the loop when to checkpoint and stop because SIGTERM (what TPU and cloud preemption
   send) arrived.
@@ -159,12 +171,17 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> step_lib.TrainStat
                config.model.backbone, total_steps, steps_per_epoch, step, mesh.devices.size)
   sums, interval_steps, interval_start = None, 0, time.time()
   start_time = time.time()
+  compiled = {}  # padded (H, W) -> the train step compiled for it: one per orientation
   lead = jax.process_index() == 0  # the process that prints and writes metrics
   tty = lead and sys.stdout.isatty()
   with _Preemption() as preemption:
     try:
       while step < total_steps:
-        state, metrics = train_step(state, next(batches))
+        batch = next(batches)
+        hw = tuple(batch['images'].shape[1:3])
+        if hw not in compiled:
+          compiled[hw] = _compile(train_step, state, batch, lead)
+        state, metrics = compiled[hw](state, batch)
         sums = metrics if sums is None else jax.tree.map(jnp.add, sums, metrics)
         step += 1
         interval_steps += 1

@@ -8,6 +8,7 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 
+from dla_jax.models import conv as conv_lib
 from dla_jax.models import fpn as fpn_lib
 from dla_jax.models import head as head_lib
 from dla_jax.models import pretrained
@@ -57,12 +58,14 @@ def build_detector(config: ml_collections.ConfigDict) -> Detector:
                      f'({m.head_channels})')
   if config.data.num_classes < 1:
     raise ValueError(f'data.num_classes: must be at least 1, got {config.data.num_classes}')
+  conv = conv_lib.conv_general_dilated if conv_lib.uses_matmul_backward(m.conv_backward) else None
   return Detector(
       backbone=resnet.ResNet(m.backbone, m.backbone_width, m.frozen_stages, m.backbone_norm,
-                               m.gn_groups, dtype),
-      fpn=fpn_lib.FPN(m.fpn_channels, dtype),
+                             m.gn_groups, dtype, conv),
+      fpn=fpn_lib.FPN(m.fpn_channels, dtype, conv),
       head=head_lib.DLAHead(config.data.num_classes, m.head_channels, m.head_convs, m.gn_groups,
-                            m.metric_channels, len(fpn_lib.STRIDES), m.prior, m.prior_prob, dtype))
+                            m.metric_channels, len(fpn_lib.STRIDES), m.prior, m.prior_prob, dtype,
+                            conv))
 
 
 def abstract_variables(model: Detector) -> dict[str, Any]:

@@ -1,7 +1,7 @@
 """Feature pyramid P3..P7 on C3..C5, as ATSS uses it (MMDetection's FPN with
 add_extra_convs='on_output' and relu_before_extra_convs=True)."""
 
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import flax.linen as nn
 import jax
@@ -28,9 +28,11 @@ class FPN(nn.Module):
   Attributes:
     channels: output channels of every level (256 in ATSS).
     dtype: compute dtype.
+    conv_general_dilated: the convolution (``models.conv``), None for ``lax``'s.
   """
   channels: int = 256
   dtype: Any = jnp.float32
+  conv_general_dilated: Callable | None = None
 
   @nn.compact
   def __call__(self, features: Sequence[jax.Array]) -> list[jax.Array]:
@@ -41,7 +43,8 @@ class FPN(nn.Module):
     conv = lambda kernel, stride, name: nn.Conv(
         self.channels, (kernel, kernel), (stride, stride),
         padding=((kernel // 2, kernel // 2),) * 2, dtype=self.dtype,
-        kernel_init=nn.initializers.xavier_uniform(), name=name)
+        kernel_init=nn.initializers.xavier_uniform(),
+        conv_general_dilated=self.conv_general_dilated, name=name)
     laterals = [conv(1, 1, f'lateral{i}')(c) for i, c in enumerate(features)]
     for i in range(len(laterals) - 1, 0, -1):
       laterals[i - 1] = laterals[i - 1] + _upsample_to(laterals[i], laterals[i - 1].shape[1:3])

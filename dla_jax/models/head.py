@@ -9,8 +9,9 @@ Shared over the FPN levels (one set of weights), as in ATSS (Zhang et al., CVPR 
     detections at test time.
 """
 
+import functools
 import math
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import flax.linen as nn
 import jax
@@ -20,12 +21,13 @@ PRIOR_MODES = ('point', 'anchor')
 
 
 def _conv(features: int, kernel: int, dtype: Any, name: str, use_bias: bool = True,
-          bias: float = 0.0) -> nn.Conv:
+          bias: float = 0.0, conv_general_dilated: Callable | None = None) -> nn.Conv:
   """Head conv with MMDetection's head init: normal(std=0.01) weights, constant bias."""
   return nn.Conv(features, (kernel, kernel), padding=((kernel // 2, kernel // 2),) * 2,
                  use_bias=use_bias, dtype=dtype,
                  kernel_init=nn.initializers.normal(0.01),
-                 bias_init=nn.initializers.constant(bias), name=name)
+                 bias_init=nn.initializers.constant(bias),
+                 conv_general_dilated=conv_general_dilated, name=name)
 
 
 class Tower(nn.Module):
@@ -34,11 +36,13 @@ class Tower(nn.Module):
   num_convs: int
   gn_groups: int
   dtype: Any
+  conv_general_dilated: Callable | None = None
 
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
     for i in range(self.num_convs):
-      x = _conv(self.channels, 3, self.dtype, f'conv{i}', use_bias=False)(x)
+      x = _conv(self.channels, 3, self.dtype, f'conv{i}', use_bias=False,
+                conv_general_dilated=self.conv_general_dilated)(x)
       x = nn.GroupNorm(self.gn_groups, dtype=self.dtype, name=f'gn{i}')(x)
       x = nn.relu(x)
     return x
@@ -57,6 +61,7 @@ class DLAHead(nn.Module):
       anchor, MMDetection's DeltaXYWH with stds (0.1, 0.1, 0.2, 0.2)).
     prior_prob: initial foreground probability of the class and metric logits.
     dtype: compute dtype; the outputs are float32.
+    conv_general_dilated: the convolution (``models.conv``), None for ``lax``'s.
   """
   num_classes: int
   channels: int = 256
@@ -67,6 +72,7 @@ class DLAHead(nn.Module):
   prior_mode: str = 'point'
   prior_prob: float = 0.01
   dtype: Any = jnp.float32
+  conv_general_dilated: Callable | None = None
 
   @nn.compact
   def __call__(self, pyramid: Sequence[jax.Array]) -> dict[str, jax.Array]:
@@ -80,14 +86,17 @@ class DLAHead(nn.Module):
     if len(pyramid) != self.num_levels:
       raise ValueError(f'head expects {self.num_levels} levels, got {len(pyramid)}')
     bias = -math.log((1 - self.prior_prob) / self.prior_prob)
-    cls_tower = Tower(self.channels, self.num_convs, self.gn_groups, self.dtype, name='cls_tower')
-    reg_tower = Tower(self.channels, self.num_convs, self.gn_groups, self.dtype, name='reg_tower')
-    cls_out = _conv(self.num_classes, 3, self.dtype, 'cls_logits', bias=bias)
-    reg_out = _conv(4, 3, self.dtype, 'box_reg')
-    metric_reduce = _conv(self.metric_channels, 1, self.dtype, 'metric_reduce')
+    tower = functools.partial(Tower, self.channels, self.num_convs, self.gn_groups, self.dtype,
+                              self.conv_general_dilated)
+    cls_tower, reg_tower = tower(name='cls_tower'), tower(name='reg_tower')
+    conv = functools.partial(_conv, dtype=self.dtype,
+                             conv_general_dilated=self.conv_general_dilated)
+    cls_out = conv(self.num_classes, 3, name='cls_logits', bias=bias)
+    reg_out = conv(4, 3, name='box_reg')
+    metric_reduce = conv(self.metric_channels, 1, name='metric_reduce')
     # The metric logit starts at the same prior as the class logits: like the focal loss, eq. 7
     # pushes the many negatives towards 0, and a 0.5 start would open with a large loss.
-    metric_out = _conv(1, 3, self.dtype, 'metric_logits', bias=bias)
+    metric_out = conv(1, 3, name='metric_logits', bias=bias)
 
     outputs = {'cls_logits': [], 'box_reg': [], 'metric_logits': []}
     for level, x in enumerate(pyramid):

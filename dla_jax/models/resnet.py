@@ -52,14 +52,14 @@ def get_spec(name: str) -> ResNetSpec:
   return ARCHITECTURES[name]
 
 
-def _conv(features: int, kernel: int, stride: int, dtype: Any, groups: int = 1,
-          name: str | None = None) -> nn.Conv:
+def _conv(features: int, kernel: int, stride: int, groups: int = 1, name: str | None = None, *,
+          dtype: Any, conv_general_dilated: Callable | None) -> nn.Conv:
   """A bias-free conv padded like torch (``kernel // 2`` on each side)."""
   pad = kernel // 2
   return nn.Conv(features, (kernel, kernel), (stride, stride), padding=((pad, pad), (pad, pad)),
                  feature_group_count=groups, use_bias=False, dtype=dtype,
                  kernel_init=nn.initializers.variance_scaling(2.0, 'fan_out', 'normal'),
-                 name=name)
+                 conv_general_dilated=conv_general_dilated, name=name)
 
 
 class FrozenBatchNorm(nn.Module):
@@ -86,23 +86,23 @@ class BasicBlock(nn.Module):
   """Two 3x3 convs (ResNet-18/34); the first carries the stride."""
   planes: int
   stride: int
-  dtype: Any
+  conv: Callable[..., nn.Conv]
   norm: Callable[..., nn.Module]
 
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
-    y = _conv(self.planes, 3, self.stride, self.dtype, name='conv1')(x)
+    y = self.conv(self.planes, 3, self.stride, name='conv1')(x)
     y = nn.relu(self.norm(name='bn1')(y))
-    y = _conv(self.planes, 3, 1, self.dtype, name='conv2')(y)
+    y = self.conv(self.planes, 3, 1, name='conv2')(y)
     y = self.norm(name='bn2')(y)
-    return nn.relu(y + _shortcut(x, self.planes, self.stride, self.dtype, self.norm))
+    return nn.relu(y + _shortcut(x, self.planes, self.stride, self.conv, self.norm))
 
 
 class Bottleneck(nn.Module):
   """1x1 reduce, 3x3 (strided, grouped for ResNeXt), 1x1 expand by 4."""
   planes: int
   stride: int
-  dtype: Any
+  conv: Callable[..., nn.Conv]
   norm: Callable[..., nn.Module]
   groups: int = 1
   width_per_group: int = 64
@@ -110,16 +110,16 @@ class Bottleneck(nn.Module):
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
     width = self.planes * self.width_per_group // 64 * self.groups
-    y = _conv(width, 1, 1, self.dtype, name='conv1')(x)
+    y = self.conv(width, 1, 1, name='conv1')(x)
     y = nn.relu(self.norm(name='bn1')(y))
-    y = _conv(width, 3, self.stride, self.dtype, self.groups, name='conv2')(y)
+    y = self.conv(width, 3, self.stride, self.groups, name='conv2')(y)
     y = nn.relu(self.norm(name='bn2')(y))
-    y = _conv(self.planes * 4, 1, 1, self.dtype, name='conv3')(y)
+    y = self.conv(self.planes * 4, 1, 1, name='conv3')(y)
     y = self.norm(name='bn3')(y)
-    return nn.relu(y + _shortcut(x, self.planes * 4, self.stride, self.dtype, self.norm))
+    return nn.relu(y + _shortcut(x, self.planes * 4, self.stride, self.conv, self.norm))
 
 
-def _shortcut(x: jax.Array, features: int, stride: int, dtype: Any,
+def _shortcut(x: jax.Array, features: int, stride: int, conv: Callable[..., nn.Conv],
               norm: Callable[..., nn.Module]) -> jax.Array:
   """Identity, or torchvision's ``downsample`` (strided 1x1 conv + BN) where the shape changes.
 
@@ -127,7 +127,7 @@ def _shortcut(x: jax.Array, features: int, stride: int, dtype: Any,
   """
   if stride == 1 and x.shape[-1] == features:
     return x
-  y = _conv(features, 1, stride, dtype, name='downsample_conv')(x)
+  y = conv(features, 1, stride, name='downsample_conv')(x)
   return norm(name='downsample_bn')(y)
 
 
@@ -141,6 +141,7 @@ class ResNet(nn.Module):
     norm: 'frozen_bn' (ImageNet-initialised backbones) or 'group_norm' (training from scratch).
     gn_groups: GroupNorm groups when ``norm='group_norm'``.
     dtype: compute dtype.
+    conv_general_dilated: the convolution (``models.conv``), None for ``lax``'s.
   """
   arch: str
   width: int = 64
@@ -148,6 +149,7 @@ class ResNet(nn.Module):
   norm: str = 'frozen_bn'
   gn_groups: int = 32
   dtype: Any = jnp.float32
+  conv_general_dilated: Callable | None = None
 
   @nn.compact
   def __call__(self, images: jax.Array) -> list[jax.Array]:
@@ -159,7 +161,9 @@ class ResNet(nn.Module):
       norm = functools.partial(nn.GroupNorm, self.gn_groups, dtype=self.dtype)
     else:
       raise ValueError(f'model.backbone_norm: {self.norm!r} is not one of {NORMS}')
-    x = _conv(self.width, 7, 2, self.dtype, name='conv1')(images.astype(self.dtype))
+    conv = functools.partial(_conv, dtype=self.dtype,
+                             conv_general_dilated=self.conv_general_dilated)
+    x = conv(self.width, 7, 2, name='conv1')(images.astype(self.dtype))
     x = nn.relu(norm(name='bn1')(x))
     x = nn.max_pool(x, (3, 3), (2, 2), padding=((1, 1), (1, 1)))
     if self.frozen_stages >= 0:
@@ -171,10 +175,10 @@ class ResNet(nn.Module):
         stride = 2 if stage > 0 and i == 0 else 1
         name = f'layer{stage + 1}_{i}'
         if spec.bottleneck:
-          x = Bottleneck(planes, stride, self.dtype, norm, spec.groups, spec.width_per_group,
+          x = Bottleneck(planes, stride, conv, norm, spec.groups, spec.width_per_group,
                          name=name)(x)
         else:
-          x = BasicBlock(planes, stride, self.dtype, norm, name=name)(x)
+          x = BasicBlock(planes, stride, conv, norm, name=name)(x)
       if stage + 1 <= self.frozen_stages:
         x = jax.lax.stop_gradient(x)
       features.append(x)

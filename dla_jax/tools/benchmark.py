@@ -1,0 +1,353 @@
+"""dla-jax beside torchvision's FCOS R50-FPN, on identical inputs in the same process.
+
+  python -m dla_jax.tools.benchmark --config configs/dla_r50_fpn_1x_coco.py \
+      --image_size 512,512 --batch 2
+  python -m dla_jax.tools.benchmark --image_size 800,1344 --batch 16 --dtype bfloat16  # a GPU
+
+Times, as the median of ``--repeats`` calls after ``--warmup`` calls (each call waited for):
+
+- train step: dla-jax's jitted step (forward, assignment, loss, backward, optimizer update,
+  the config's optimizer) against FCOS's forward with targets, backward and an SGD step;
+- inference: forward, decoding and NMS, both with the config's test settings (score threshold,
+  NMS IoU, detections per image);
+- the assigner alone on the same batch (its share of the train step is printed);
+- compile time of the train and inference steps;
+- memory: the device's peak bytes where it reports them (GPU), else XLA's account of the
+  compiled train step (arguments, outputs and temporaries);
+- the input pipeline: COCO-like JPEGs read, resized, flipped and padded to the size.
+
+The same uint8 images and boxes go to both. FCOS's resize is pinned to the image size (its
+transform still normalises and pads), its classes set to the config's, its score threshold to
+the config's. ``--fcos_variant`` picks torchvision's FCOS as built without any weights
+(``fcos_resnet50_fpn(weights=None, weights_backbone=None)``: trainable BatchNorm, every stage
+trained) or as built for ImageNet weights (frozen BatchNorm, stem and stage 1 frozen: the
+recipe dla-jax's COCO configs follow); ``both`` times each. With ``--dtype bfloat16`` dla-jax
+computes in bfloat16 and FCOS runs under autocast (bfloat16 on CPU, float16 with a grad
+scaler on CUDA).
+"""
+
+import os
+import pathlib
+import platform
+import statistics
+import tempfile
+import time
+from typing import Any, Callable
+
+from absl import app
+from absl import flags
+import jax
+import jax.numpy as jnp
+import ml_collections
+from ml_collections import config_flags
+import numpy as np
+
+from dla_jax import assign as assign_lib
+from dla_jax import optim
+from dla_jax import step as step_lib
+from dla_jax import train as train_lib
+from dla_jax.data import pipeline
+from dla_jax.models import detector
+from dla_jax.tools import bench_input
+
+_CONFIG = config_flags.DEFINE_config_file('config', 'configs/dla_r50_fpn_1x_coco.py',
+                                          'Experiment config to time.')
+_IMAGE_SIZE = flags.DEFINE_list('image_size', ['512', '512'], 'Input height,width in pixels '
+                                '(multiples of 32); sets data.image_size and data.scale.')
+_BATCH = flags.DEFINE_integer('batch', 2, 'Images per step, over all local devices.')
+_GTS = flags.DEFINE_integer('gts', 20, 'Ground-truth boxes per image.')
+_DTYPE = flags.DEFINE_enum('dtype', None, ['float32', 'bfloat16'],
+                           'Compute dtype (default: the config\'s model.dtype).')
+_REPEATS = flags.DEFINE_integer('repeats', 5, 'Timed calls per measurement.')
+_WARMUP = flags.DEFINE_integer('warmup', 2, 'Untimed calls before timing.')
+_PARTS = flags.DEFINE_list('parts', ['train', 'infer', 'assign', 'input', 'fcos'],
+                           'What to time: train, infer, assign, input, fcos.')
+_FCOS_VARIANT = flags.DEFINE_enum('fcos_variant', 'no_weights',
+                                  ['no_weights', 'imagenet_recipe', 'both'],
+                                  'Which torchvision FCOS build to time (see the module doc).')
+
+TRAIN_STEPS_PER_EPOCH = 1000  # only sets where the lr schedule is; the step's cost is the same
+
+
+def benchmark_config(config: ml_collections.ConfigDict, image_hw: tuple[int, int], batch: int,
+                     gts: int, dtype: str | None) -> ml_collections.ConfigDict:
+  """``config`` set to the benchmark's input size, batch, box count and dtype."""
+  config = ml_collections.ConfigDict(config.to_dict())
+  config.data.image_size = tuple(image_hw)
+  config.data.scale = (max(image_hw), min(image_hw))
+  config.data.short_side_range = (min(image_hw), min(image_hw))
+  config.data.max_boxes = gts
+  config.train.global_batch = config.train.eval_batch = batch
+  if dtype:
+    config.model.dtype = dtype
+  return config
+
+
+def synthetic_batch(batch: int, image_hw: tuple[int, int], gts: int, num_classes: int,
+                    seed: int = 0) -> dict[str, np.ndarray]:
+  """Smooth random images [B, H, W, 3] uint8 with ``gts`` boxes [B, G, 4] each (8 px to half
+  the image, inside it), labels [B, G] and valid [B, G]; image_hw [B, 2] is the full size."""
+  rng = np.random.default_rng(seed)
+  h, w = image_hw
+  coarse = rng.uniform(0, 255, (batch, h // 16 + 1, w // 16 + 1, 3))
+  images = np.repeat(np.repeat(coarse, 16, axis=1), 16, axis=2)[:, :h, :w]
+  images = np.clip(images + rng.normal(0, 20, images.shape), 0, 255).astype(np.uint8)
+  wh = rng.uniform(8, min(h, w) / 2, (batch, gts, 2))
+  xy = rng.uniform(0, 1, (batch, gts, 2)) * ((w, h) - wh)
+  return {'images': images,
+          'image_hw': np.tile(np.array([[h, w]], np.int32), (batch, 1)),
+          'boxes': np.concatenate([xy, xy + wh], axis=-1).astype(np.float32),
+          'labels': rng.integers(0, num_classes, (batch, gts)).astype(np.int32),
+          'valid': np.ones((batch, gts), bool)}
+
+
+def median_seconds(call: Callable[[], Any], repeats: int, warmup: int) -> float:
+  """Median wall time of ``call()``; ``call`` must wait for its own results."""
+  for _ in range(warmup):
+    call()
+  times = []
+  for _ in range(repeats):
+    start = time.perf_counter()
+    call()
+    times.append(time.perf_counter() - start)
+  return statistics.median(times)
+
+
+def _compile(jitted, *args) -> tuple[Any, float]:
+  start = time.perf_counter()
+  compiled = jitted.lower(*args).compile()
+  return compiled, time.perf_counter() - start
+
+
+def _peak_device_bytes() -> int | None:
+  stats = jax.local_devices()[0].memory_stats() or {}
+  return stats.get('peak_bytes_in_use')
+
+
+def time_dla(config: ml_collections.ConfigDict, batch: dict[str, np.ndarray], parts, repeats,
+             warmup) -> dict[str, float]:
+  """Seconds per train step / inference / assigner call, compile seconds and memory bytes."""
+  mesh = step_lib.make_mesh(jax.local_devices())
+  model = detector.build_detector(config)
+  variables = detector.init_variables(model, config, jax.random.key(0))
+  tx = optim.make_optimizer(config, variables['params'], TRAIN_STEPS_PER_EPOCH)
+  sharding = step_lib.batch_sharding(mesh)
+  on_device = {k: jax.device_put(v, sharding) for k, v in batch.items()}
+  out = {}
+  if 'infer' in parts:  # before training, which donates (deletes) the initial weights
+    eval_batch = {k: on_device[k] for k in train_lib.EVAL_FIELDS}
+    weights = jax.device_put((variables['params'], variables.get('batch_stats', {})),
+                             step_lib.replicated(mesh))
+    infer, out['infer_compile_s'] = _compile(
+        step_lib.jit_eval_step(mesh, model=model, config=config), *weights, eval_batch)
+    out['infer_s'] = median_seconds(
+        lambda: jax.block_until_ready(infer(*weights, eval_batch)), repeats, warmup)
+  if 'train' in parts:
+    state = jax.device_put(step_lib.create_train_state(variables, tx), step_lib.replicated(mesh))
+    train_batch = {k: on_device[k] for k in train_lib.TRAIN_FIELDS}
+    step, out['train_compile_s'] = _compile(step_lib.jit_train_step(
+        mesh, model=model, tx=tx, config=config, steps_per_epoch=TRAIN_STEPS_PER_EPOCH),
+        state, train_batch)
+    memory = step.memory_analysis()
+    if memory is not None:
+      out['train_xla_bytes'] = (memory.argument_size_in_bytes + memory.output_size_in_bytes +
+                                memory.temp_size_in_bytes)
+
+    def train_call():
+      nonlocal state
+      state, metrics = step(state, train_batch)
+      jax.block_until_ready((state, metrics))
+
+    out['train_s'] = median_seconds(train_call, repeats, warmup)
+    peak = _peak_device_bytes()
+    if peak is not None:
+      out['train_peak_bytes'] = peak
+    del state
+  if 'assign' in parts:
+    out['assign_s'] = time_assigner(config, batch, repeats, warmup)
+  return out
+
+
+def time_assigner(config: ml_collections.ConfigDict, batch: dict[str, np.ndarray], repeats,
+                  warmup) -> float:
+  """Seconds per call of the batched assigner alone, with random class probabilities and
+  predicted boxes near the priors (what the train step feeds it)."""
+  priors = step_lib.priors_for(tuple(config.data.image_size), config.model.anchor_scale)
+  rng = np.random.default_rng(1)
+  b, n = len(batch['images']), len(priors.centers)
+  probs = rng.uniform(0, 1, (b, n, config.data.num_classes)).astype(np.float32)
+  predicted = (priors.anchors + rng.normal(0, 4, (b, n, 4))).astype(np.float32)
+  fn = jax.jit(lambda *args: assign_lib.assign_batch(
+      *args, level_sizes=priors.level_sizes, topk=config.assigner.topk,
+      gamma=config.assigner.gamma, num_classes=config.data.num_classes,
+      name=config.assigner.name))
+  args = [jnp.asarray(x) for x in (priors.anchors, priors.centers, batch['boxes'],
+                                   batch['labels'], batch['valid'], probs, predicted)]
+  args.append(jnp.float32(0.95))
+  return median_seconds(lambda: jax.block_until_ready(fn(*args)), repeats, warmup)
+
+
+def input_images_per_second(config: ml_collections.ConfigDict, num_batches: int) -> float:
+  """images/s of the training input pipeline on COCO-like 640 x 480 JPEGs at the config's
+  size, batch and threads."""
+  config = ml_collections.ConfigDict(config.to_dict())
+  with tempfile.TemporaryDirectory() as tmp:
+    config.data.source, config.data.num_classes = 'coco_json', 1
+    config.data.train_images, config.data.train_annotations = bench_input.write_coco_like(
+        pathlib.Path(tmp), (num_batches + 2) * config.train.global_batch)
+    iterator = pipeline.make_train_iterator(config, process_index=0, process_count=1)
+    return bench_input.images_per_second(iterator, num_batches)
+
+
+def build_fcos(variant: str, config: ml_collections.ConfigDict):
+  """torchvision's FCOS R50-FPN, resize pinned to the input size, test settings as config."""
+  import torchvision  # pylint: disable=g-import-not-at-top  (optional extra)
+  from torchvision.models.detection import backbone_utils  # pylint: disable=g-import-not-at-top
+  from torchvision.ops import misc  # pylint: disable=g-import-not-at-top
+  from torchvision.ops import feature_pyramid_network  # pylint: disable=g-import-not-at-top
+  h, w = config.data.image_size
+  settings = dict(num_classes=config.data.num_classes, min_size=min(h, w), max_size=max(h, w),
+                  score_thresh=config.inference.score_threshold,
+                  nms_thresh=config.inference.nms_iou,
+                  detections_per_img=config.inference.max_detections,
+                  topk_candidates=config.inference.pre_nms_topk)
+  if variant == 'no_weights':
+    return torchvision.models.detection.fcos_resnet50_fpn(weights=None, weights_backbone=None,
+                                                          **settings)
+  # What fcos_resnet50_fpn builds for ImageNet weights, without loading them.
+  resnet = torchvision.models.resnet50(weights=None, norm_layer=misc.FrozenBatchNorm2d)
+  backbone = backbone_utils._resnet_fpn_extractor(  # pylint: disable=protected-access
+      resnet, 3, returned_layers=[2, 3, 4],
+      extra_blocks=feature_pyramid_network.LastLevelP6P7(256, 256))
+  return torchvision.models.detection.FCOS(backbone, **settings)
+
+
+def time_fcos(variant: str, config: ml_collections.ConfigDict, batch: dict[str, np.ndarray],
+              repeats: int, warmup: int) -> dict[str, float]:
+  """Seconds per FCOS train step (forward with targets, backward, SGD) and inference call."""
+  import torch  # pylint: disable=g-import-not-at-top  (optional extra)
+  device = torch.device('cuda' if torch.cuda.is_available() else 'cpu')
+  model = build_fcos(variant, config).to(device)
+  images = [torch.from_numpy(i).to(device).permute(2, 0, 1).float() / 255 for i in
+            batch['images']]
+  targets = [{'boxes': torch.from_numpy(b).to(device),
+              'labels': torch.from_numpy(l).long().to(device)}  # FCOS's labels are 0-based
+             for b, l in zip(batch['boxes'], batch['labels'])]
+  bf16 = config.model.dtype == 'bfloat16'
+  autocast_dtype = torch.float16 if device.type == 'cuda' else torch.bfloat16
+  autocast = lambda: torch.autocast(device.type, dtype=autocast_dtype, enabled=bf16)
+  scaler = torch.amp.GradScaler(device.type, enabled=bf16 and device.type == 'cuda')
+  optimizer = torch.optim.SGD([p for p in model.parameters() if p.requires_grad],
+                              lr=1e-4, momentum=0.9, weight_decay=1e-4)
+  sync = torch.cuda.synchronize if device.type == 'cuda' else lambda: None
+
+  def train_call():
+    with autocast():
+      losses = model(images, targets)
+    optimizer.zero_grad(set_to_none=True)
+    scaler.scale(sum(losses.values())).backward()
+    scaler.step(optimizer)
+    scaler.update()
+    sync()
+
+  def infer_call():
+    with torch.no_grad(), autocast():
+      model(images)
+    sync()
+
+  out = {}
+  if device.type == 'cuda':
+    torch.cuda.reset_peak_memory_stats()
+  model.train()
+  out['train_s'] = median_seconds(train_call, repeats, warmup)
+  if device.type == 'cuda':
+    out['train_peak_bytes'] = torch.cuda.max_memory_allocated()
+  model.eval()
+  out['infer_s'] = median_seconds(infer_call, repeats, warmup)
+  return out
+
+
+def machine() -> str:
+  device = jax.local_devices()[0]
+  return (f'{device.platform} / {device.device_kind} x {jax.local_device_count()}, '
+          f'{platform.machine()}, {os.cpu_count()} CPU cores, jax {jax.__version__}')
+
+
+def _ms(seconds: float | None) -> str:
+  return '' if seconds is None else f'{1e3 * seconds:.1f}'
+
+
+def _ratio(a: float | None, b: float | None) -> str:
+  return '' if a is None or b is None else f'{a / b:.2f}'
+
+
+def table(config: ml_collections.ConfigDict, dla: dict[str, float],
+          fcos: dict[str, dict[str, float]], input_rate: float | None) -> str:
+  """The markdown report: one row per measurement, FCOS columns and dla / FCOS ratios."""
+  batch = config.train.global_batch
+  names = list(fcos)
+  header = ['what', 'dla-jax'] + [f'FCOS {n}' for n in names] + [f'dla / FCOS {n}'
+                                                                 for n in names]
+  lines = ['| ' + ' | '.join(header) + ' |', '|' + ' --- |' * len(header)]
+
+  def row(what, value, key, fmt=_ms):
+    others = [fcos[n].get(key) for n in names]
+    cells = [what, fmt(value)] + [fmt(o) for o in others] + [_ratio(value, o) for o in others]
+    lines.append('| ' + ' | '.join(cells) + ' |')
+
+  if 'train_s' in dla or fcos:
+    row('train step (ms)', dla.get('train_s'), 'train_s')
+    per_second = lambda s: '' if s is None else f'{batch / s:.1f}'
+    lines.append('| ' + ' | '.join(
+        ['train images/s', per_second(dla.get('train_s'))] +
+        [per_second(fcos[n].get('train_s')) for n in names] + [''] * len(names)) + ' |')
+  if 'infer_s' in dla or fcos:
+    row('inference (ms)', dla.get('infer_s'), 'infer_s')
+  mib = lambda b: '' if b is None else f'{b / 2**20 / batch:.0f}'
+  if 'train_peak_bytes' in dla or any('train_peak_bytes' in f for f in fcos.values()):
+    row('peak device memory per image, train (MiB)', dla.get('train_peak_bytes'),
+        'train_peak_bytes', mib)
+  elif 'train_xla_bytes' in dla:
+    lines.append(f'| XLA memory of the train step per image (MiB) | '
+                 f'{mib(dla["train_xla_bytes"])} |' + ' |' * 2 * len(names))
+  extra = []
+  if 'assign_s' in dla:
+    share = (f' ({100 * dla["assign_s"] / dla["train_s"]:.1f}% of the train step)'
+             if 'train_s' in dla else '')
+    extra.append(f'assigner alone: {_ms(dla["assign_s"])} ms{share}')
+  for key, what in (('train_compile_s', 'train step'), ('infer_compile_s', 'inference')):
+    if key in dla:
+      extra.append(f'compile of the {what}: {dla[key]:.1f} s')
+  if input_rate is not None:
+    extra.append(f'input pipeline (COCO-like JPEGs, {config.data.num_threads} threads): '
+                 f'{input_rate:.0f} images/s')
+  return '\n'.join(lines + [''] + [f'- {e}' for e in extra])
+
+
+def main(argv):
+  del argv
+  hw = tuple(int(s) for s in _IMAGE_SIZE.value)
+  config = benchmark_config(_CONFIG.value, hw, _BATCH.value, _GTS.value, _DTYPE.value)
+  train_lib.check_config(config, jax.local_device_count())
+  parts = set(_PARTS.value)
+  unknown = parts - {'train', 'infer', 'assign', 'input', 'fcos'}
+  if unknown:
+    raise app.UsageError(f'--parts: unknown {sorted(unknown)}')
+  batch = synthetic_batch(_BATCH.value, hw, _GTS.value, config.data.num_classes)
+  dla = time_dla(config, batch, parts, _REPEATS.value, _WARMUP.value)
+  fcos = {}
+  if 'fcos' in parts:
+    variants = (['no_weights', 'imagenet_recipe'] if _FCOS_VARIANT.value == 'both'
+                else [_FCOS_VARIANT.value])
+    for variant in variants:
+      fcos[variant] = time_fcos(variant, config, batch, _REPEATS.value, _WARMUP.value)
+  input_rate = input_images_per_second(config, 4) if 'input' in parts else None
+  print(f'{config.model.backbone} FPN, {hw[0]}x{hw[1]}, batch {_BATCH.value}, '
+        f'{_GTS.value} GTs per image, {config.model.dtype}, {config.assigner.name}; median of '
+        f'{_REPEATS.value} after {_WARMUP.value} warm-up calls.')
+  print(f'Machine: {machine()}\n')
+  print(table(config, dla, fcos, input_rate))
+
+
+if __name__ == '__main__':
+  app.run(main)

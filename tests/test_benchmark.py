@@ -1,0 +1,26 @@
+"""The benchmark runs end to end on a tiny config and prints dla-jax beside both torchvision
+FCOS builds, with ratios (the figures themselves are measurements, not asserted)."""
+
+import os
+import re
+import subprocess
+import sys
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def test_benchmark_prints_the_side_by_side_table():
+  result = subprocess.run(
+      [sys.executable, '-m', 'dla_jax.tools.benchmark', '--config', 'configs/shapes_tiny.py',
+       '--image_size', '64,96', '--batch', '8', '--gts', '5', '--repeats', '1', '--warmup',
+       '0', '--fcos_variant', 'both'], cwd=REPO, capture_output=True, text=True, timeout=600)
+  assert result.returncode == 0, result.stderr[-3000:]
+  out = result.stdout
+  number = r'(\d+\.\d+)'
+  ratios = r'\| ' + r' \| '.join([number] * 5) + r' \|'
+  assert re.search(r'\| train step \(ms\) ' + ratios, out), out
+  assert re.search(r'\| inference \(ms\) ' + ratios, out), out
+  assert re.search(r'assigner alone: [\d.]+ ms \([\d.]+% of the train step\)', out), out
+  assert re.search(r'compile of the train step: [\d.]+ s', out), out
+  assert re.search(r'input pipeline \(COCO-like JPEGs, \d+ threads\): \d+ images/s', out), out
+  assert 'resnet18 FPN, 64x96, batch 8, 5 GTs per image, float32, dla' in out
