@@ -44,13 +44,10 @@ def predict(config: ml_collections.ConfigDict, params: Any, batch_stats: Any,
   written = []
   for path in paths:
     image = records_lib.read_image(path)
-    size = transforms.rescale_size(image.height, image.width, config.data.scale)
-    resized, _ = transforms.resize_and_flip(image, np.zeros((0, 4), np.float32), size, False)
-    hw = transforms.padded_shape(image.width >= image.height, config.data.image_size)
-    padded = np.zeros((1, *hw, 3), np.uint8)
-    padded[0, :size[0], :size[1]] = resized
+    padded, _, size = transforms.eval_input(image, np.zeros((0, 4), np.float32),
+                                            config.data.scale, config.data.image_size)
     det = jax.device_get(eval_step(params, batch_stats, {
-        'images': padded, 'image_hw': np.array([size], np.int32)}))
+        'images': padded[None], 'image_hw': np.array([size], np.int32)}))
     keep = det.valid[0] & (det.scores[0] >= score_threshold)
     factors = np.array([image.width / size[1], image.height / size[0]] * 2)
     drawn = draw(image, det.boxes[0][keep] * factors, det.labels[0][keep], det.scores[0][keep],

@@ -34,7 +34,7 @@ def test_values_and_gradients_match_xla(kernel, stride, padding, groups):
   x = jax.random.normal(kx, (2, 13, 11, 8))
   w = jax.random.normal(kw, (kernel, kernel, 8 // groups, 12))
   mine = lambda x, w: conv.conv_general_dilated(x, w, (stride, stride), padding,
-                                                feature_group_count=groups)
+                                                feature_group_count=groups, always_matmul=True)
   pads = (lax.padtype_to_pads((13, 11), (kernel, kernel), (stride, stride), padding)
           if isinstance(padding, str) else padding)
   ref = lambda x, w: _reference(x, w, (stride, stride), pads, groups)
@@ -50,7 +50,7 @@ def test_bfloat16_kernel_gradient_is_bfloat16_and_close_to_float32():
   x = jax.random.normal(jax.random.key(0), (2, 16, 16, 32))
   w = jax.random.normal(jax.random.key(1), (3, 3, 32, 32)) * 0.1
   grad = lambda x, w: jax.grad(lambda w: jnp.sum(conv.conv_general_dilated(
-      x, w, (1, 1), ((1, 1), (1, 1))).astype(jnp.float32) ** 2))(w)
+      x, w, (1, 1), ((1, 1), (1, 1)), always_matmul=True).astype(jnp.float32) ** 2))(w)
   low = grad(x.astype(jnp.bfloat16), w.astype(jnp.bfloat16))
   high = grad(x, w)
   assert low.dtype == jnp.bfloat16
@@ -80,4 +80,18 @@ def test_unsupported_convolutions_and_settings_are_named():
   with pytest.raises(ValueError, match='only NHWC/HWIO'):
     conv.conv_general_dilated(x, w, (1, 1), 'SAME', dimension_numbers=('NCHW', 'OIHW', 'NCHW'))
   with pytest.raises(ValueError, match="model.conv_backward: 'fast' is not one of"):
-    conv.uses_matmul_backward('fast')
+    conv.conv_function('fast')
+
+
+def test_auto_uses_matmuls_only_for_wide_convolutions_over_many_positions():
+  auto = conv.conv_function('auto')
+  assert auto is conv.conv_general_dilated  # the tests run on CPU
+  assert conv.conv_function('xla') is None
+
+  def uses_matmul(x_shape, w_shape):
+    grad = jax.grad(lambda w: jnp.sum(auto(jnp.ones(x_shape), w, (1, 1), 'SAME')))
+    return 'dot_general' in str(jax.make_jaxpr(grad)(jnp.ones(w_shape)))  # the per-tap matmuls
+
+  assert uses_matmul((2, 64, 64, 256), (3, 3, 256, 256))  # the head at P3 of 512 px images
+  assert not uses_matmul((2, 64, 64, 64), (3, 3, 64, 64))  # too narrow
+  assert not uses_matmul((2, 8, 8, 256), (3, 3, 256, 256))  # too few positions

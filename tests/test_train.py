@@ -140,7 +140,7 @@ def test_run_killed_and_resumed_ends_bit_identical_to_an_uninterrupted_run(few_i
   assert process.returncode == -signal.SIGKILL
   resumed = subprocess.run(command(killed), cwd=REPO, check=True, capture_output=True,
                            text=True, timeout=300).stdout
-  first_step = int(resumed.split('step ')[1].split('/')[0])
+  first_step = int(re.search(r'^step (\d+)/', resumed, flags=re.M).group(1))
   assert 1 < first_step <= kill_at + 1, resumed  # it resumed, not restarted
 
   config = shapes_tiny.get_config()

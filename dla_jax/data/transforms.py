@@ -73,6 +73,29 @@ def resize_and_flip(image: Image.Image, boxes: np.ndarray, size: tuple[int, int]
   return np.asarray(image), boxes
 
 
+def eval_input(image: Image.Image, boxes: np.ndarray, scale: Sequence[int],
+               image_size: Sequence[int]) -> tuple[np.ndarray, np.ndarray, tuple[int, int]]:
+  """An image as evaluation sees it: rescaled to ``scale``, unflipped, padded at the bottom and
+  right to its orientation's padded shape.
+
+  Args:
+    image: RGB Pillow image.
+    boxes: [G, 4] float32 in the pixels of ``image`` (may be empty).
+    scale: ``data.scale``.
+    image_size: ``data.image_size``.
+
+  Returns:
+    padded: [H, W, 3] uint8, the padded input.
+    boxes: [G, 4] float32 in the input's pixels.
+    size: (height, width) of the image inside the padding.
+  """
+  size = rescale_size(image.height, image.width, scale)
+  resized, boxes = resize_and_flip(image, boxes, size, False)
+  padded = np.zeros((*padded_shape(image.width >= image.height, image_size), 3), np.uint8)
+  padded[:size[0], :size[1]] = resized
+  return padded, boxes, size
+
+
 def pad_boxes(boxes: np.ndarray, labels: np.ndarray,
               max_boxes: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
   """Pads to ``max_boxes`` slots; with more boxes than that, keeps the largest by area.

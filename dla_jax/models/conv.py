@@ -7,29 +7,50 @@ computes the kernel's gradient runs about 6.6x slower, so that a ResNet-50-FPN t
 
   dW[i, j] = sum over n, h, w of  x_pad[n, s*h + i, s*w + j, :]^T  dy[n, h, w, :],
 
-which XLA:CPU runs at matmul speed; the input gradient is XLA's own. ``conv_general_dilated``
-has ``lax.conv_general_dilated``'s signature, so Flax's ``nn.Conv`` takes it as its
-``conv_general_dilated`` field. ``model.conv_backward`` picks it ('matmul'), XLA's own ('xla'),
-or the first on CPU and the second on GPU/TPU ('auto'), where XLA's convolutions are fast.
+which XLA:CPU runs at matmul speed; the input gradient is XLA's own. It pays for wide
+convolutions over many positions and loses for narrow ones (kernel-gradient time, matmul over
+XLA's, measured on the development machine):
+
+  3x3, 256 -> 256, 2 x 64 x 64: 0.35     1x1, 256 -> 256, 2 x 64 x 64: 0.24
+  3x3, 128 -> 128, 2 x 64 x 64: 0.52     3x3, 128 -> 128, 16 x 16 x 16: 1.22
+  3x3, 64 -> 64, 2 x 64 x 64: 1.20       3x3, 64 -> 64, 2 x 128 x 128: 1.02
+
+so ``model.conv_backward='auto'`` uses it on CPU for convolutions with at least
+``MIN_CHANNELS`` input (per group) and output channels and ``MIN_WORK`` = C_in/groups * C_out *
+output positions, and XLA's own gradient elsewhere and on GPU/TPU, where XLA's convolutions are
+fast; 'matmul' uses it for every convolution and 'xla' for none. ``conv_function`` gives the
+function for Flax's ``nn.Conv(conv_general_dilated=...)``.
 """
 
 import functools
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import jax
 import jax.numpy as jnp
 from jax import lax
 
 CONV_BACKWARDS = ('auto', 'matmul', 'xla')
+MIN_CHANNELS = 128
+MIN_WORK = 2**27
 _NHWC = ('NHWC', 'HWIO', 'NHWC')
 
 
-def uses_matmul_backward(conv_backward: str) -> bool:
-  """Whether ``model.conv_backward`` means the matmul kernel gradient on this backend."""
+def conv_function(conv_backward: str) -> Callable | None:
+  """The convolution for ``model.conv_backward`` on this backend; None is ``lax``'s own."""
   if conv_backward not in CONV_BACKWARDS:
     raise ValueError(f'model.conv_backward: {conv_backward!r} is not one of {CONV_BACKWARDS}')
-  return conv_backward == 'matmul' or (conv_backward == 'auto' and
-                                       jax.default_backend() == 'cpu')
+  if conv_backward == 'matmul':
+    return functools.partial(conv_general_dilated, always_matmul=True)
+  if conv_backward == 'auto' and jax.default_backend() == 'cpu':
+    return conv_general_dilated
+  return None
+
+
+def _matmul_pays(out_shape: Sequence[int], kernel_shape: Sequence[int]) -> bool:
+  n, ho, wo, cout = out_shape
+  cin_group = kernel_shape[2]
+  return (min(cin_group, cout) >= MIN_CHANNELS and
+          cin_group * cout * n * ho * wo >= MIN_WORK)
 
 
 def _xla_conv(x, w, strides, padding, groups, precision):
@@ -96,9 +117,10 @@ _conv.defvjp(_conv_fwd, _conv_bwd)
 
 def conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation=None,
                          rhs_dilation=None, dimension_numbers=None, feature_group_count=1,
-                         precision=None, **unsupported):
+                         precision=None, *, always_matmul: bool = False, **unsupported):
   """``lax.conv_general_dilated`` for 2-D NHWC/HWIO convolutions without dilation, with the
-  matmul kernel gradient. lhs: [N, H, W, C_in], rhs: [kh, kw, C_in / groups, C_out]."""
+  matmul kernel gradient where it pays (always with ``always_matmul``).
+  lhs: [N, H, W, C_in], rhs: [kh, kw, C_in / groups, C_out]."""
   dilated = any(d != 1 for d in (*(lhs_dilation or ()), *(rhs_dilation or ())))
   if lhs.ndim != 4 or dilated or unsupported:
     raise ValueError('conv_general_dilated: only 2-D convolutions without dilation, got '
@@ -112,4 +134,8 @@ def conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation=None,
   if isinstance(padding, str):
     padding = lax.padtype_to_pads(lhs.shape[1:3], rhs.shape[:2], strides, padding)
   padding = tuple(tuple(p) for p in padding)
-  return _conv(lhs, rhs, strides, padding, feature_group_count, precision)
+  out_shape = jax.eval_shape(lambda: _xla_conv(lhs, rhs, strides, padding, feature_group_count,
+                                               precision)).shape
+  if always_matmul or _matmul_pays(out_shape, rhs.shape):
+    return _conv(lhs, rhs, strides, padding, feature_group_count, precision)
+  return _xla_conv(lhs, rhs, strides, padding, feature_group_count, precision)

@@ -58,7 +58,7 @@ def build_detector(config: ml_collections.ConfigDict) -> Detector:
                      f'({m.head_channels})')
   if config.data.num_classes < 1:
     raise ValueError(f'data.num_classes: must be at least 1, got {config.data.num_classes}')
-  conv = conv_lib.conv_general_dilated if conv_lib.uses_matmul_backward(m.conv_backward) else None
+  conv = conv_lib.conv_function(m.conv_backward)
   return Detector(
       backbone=resnet.ResNet(m.backbone, m.backbone_width, m.frozen_stages, m.backbone_norm,
                              m.gn_groups, dtype, conv),
