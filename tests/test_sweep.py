@@ -22,7 +22,7 @@ def test_micro_sweep_runs_summarizes_and_resumes(few_images, tmp_path):
   sweep_file.write_text('def get_sweep():\n'
                         "  return {'dla': ['--config.assigner.name=dla'],\n"
                         "          'atss': ['--config.assigner.name=atss']}\n")
-  data = [f'--config.data.source=coco_json', f'--config.data.train_images={images}',
+  data = ['--config.data.source=coco_json', f'--config.data.train_images={images}',
           f'--config.data.val_images={images}', f'--config.data.train_annotations={annotations}',
           f'--config.data.val_annotations={annotations}', '--config.train.global_batch=8',
           '--config.train.eval_batch=8', '--config.optim.epochs=2',
