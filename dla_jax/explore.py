@@ -8,6 +8,7 @@ positives, per FPN level, for DLA and for ATSS, at any alpha. The public API beh
 """
 
 import dataclasses
+import functools
 from typing import Any, Sequence
 
 import jax
@@ -48,22 +49,24 @@ class Inspection:
   name: str
 
 
+@functools.partial(jax.jit, static_argnames=('model', 'prior_mode', 'anchor_scale'))
+def _forward(params, batch_stats, images, image_hw, *, model, prior_mode, anchor_scale):
+  """Compiled once per model and image size, however many inspections use it."""
+  priors = step_lib.priors_for(tuple(images.shape[1:3]), anchor_scale)
+  outputs = model.apply({'params': params, 'batch_stats': batch_stats},
+                        transforms.normalize(images, image_hw))
+  return (jax.nn.sigmoid(outputs['cls_logits'][0]),
+          box_ops.decode(outputs['box_reg'], priors, prior_mode)[0])
+
+
 def predictions(config: ml_collections.ConfigDict, params: Any, batch_stats: Any,
                 image: np.ndarray, image_hw: Sequence[int]) -> tuple[np.ndarray, np.ndarray]:
   """The model's class probabilities [N, C] and decoded boxes [N, 4] (input pixels) for one
   padded image [H, W, 3] uint8 whose real part is ``image_hw``: what the assigner sees."""
-  model = detector.build_detector(config)
-  priors = step_lib.priors_for(tuple(image.shape[:2]), config.model.anchor_scale)
-
-  @jax.jit
-  def run(params, batch_stats, images, hw):
-    outputs = model.apply({'params': params, 'batch_stats': batch_stats},
-                          transforms.normalize(images, hw))
-    return (jax.nn.sigmoid(outputs['cls_logits'][0]),
-            box_ops.decode(outputs['box_reg'], priors, config.model.prior)[0])
-
-  probs, pred = run(params, batch_stats, jnp.asarray(image)[None],
-                    jnp.asarray([image_hw], jnp.int32))
+  probs, pred = _forward(params, batch_stats, jnp.asarray(image)[None],
+                         jnp.asarray([image_hw], jnp.int32),
+                         model=detector.build_detector(config),
+                         prior_mode=config.model.prior, anchor_scale=config.model.anchor_scale)
   return np.asarray(probs), np.asarray(pred)
 
 

@@ -66,7 +66,9 @@ def main(argv):
   exported = export.load(_WEIGHTS.value) if _WEIGHTS.value else None
   if exported and config is None:
     config = exported.config
-  _require(config=config, workdir=workdir or mode == 'predict' and exported)
+  _require(config=config)
+  if not (mode == 'predict' and exported):  # an export alone is enough to predict
+    _require(workdir=workdir)
   if mode == 'train':
     train.train(config, workdir)
   elif mode == 'train_and_evaluate':

@@ -165,14 +165,14 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> step_lib.TrainStat
                                        steps_per_epoch=steps_per_epoch)
   batches = prefetch.prefetch_to_device(_Fields(train_iter, TRAIN_FIELDS),
                                         step_lib.batch_sharding(mesh))
-  writer = metric_writer.MetricWriter(workdir, enabled=jax.process_index() == 0)
+  lead = jax.process_index() == 0  # the process that prints and writes metrics
+  writer = metric_writer.MetricWriter(workdir, enabled=lead)
   step = start_step = int(state.step)
   logging.info('training %s for %d steps (%d per epoch) from step %d on %d devices',
                config.model.backbone, total_steps, steps_per_epoch, step, mesh.devices.size)
   sums, interval_steps, interval_start = None, 0, time.time()
   start_time = time.time()
   compiled = {}  # padded (H, W) -> the train step compiled for it: one per orientation
-  lead = jax.process_index() == 0  # the process that prints and writes metrics
   tty = lead and sys.stdout.isatty()
   with _Preemption() as preemption:
     try:
