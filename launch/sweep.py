@@ -9,7 +9,8 @@ A sweep file defines ``get_sweep()``, returning {run name: [--config.* overrides
 ``python -m dla_jax.main`` with ``--config.train.seed=S``; its COCO metrics land in that
 workdir's ``metrics.jsonl``. Runs already finished (their last train step evaluated) are
 skipped, and an interrupted run resumes from its checkpoints, so rerunning the same command
-completes a sweep. ``OUT/sweep.json`` records each run's command.
+completes a sweep. ``OUT/sweep.json`` records each run's command; several invocations
+(other seeds, other sweep files) may share one folder, and their records add up.
 """
 
 import argparse
@@ -59,6 +60,22 @@ def commands(config: str, sweep: dict[str, list[str]], seeds: list[int], out: st
   return runs
 
 
+def record_runs(out: str, runs: list[tuple[str, int, str, list[str]]]) -> None:
+  """Adds ``runs`` to ``OUT/sweep.json``, keeping the records of earlier invocations (say,
+  other seeds or other sweep files into the same folder); a run named again is replaced."""
+  path = os.path.join(out, 'sweep.json')
+  records = {}
+  if os.path.exists(path):
+    with open(path) as f:
+      records = {(r['name'], r['seed']): r for r in json.load(f)}
+  for name, seed, workdir, argv in runs:
+    records[(name, seed)] = {'name': name, 'seed': seed, 'workdir': workdir,
+                             'command': shlex.join(argv)}
+  with open(path + '.tmp', 'w') as f:
+    json.dump(list(records.values()), f, indent=1)
+  os.replace(path + '.tmp', path)
+
+
 def main():
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument('--config', required=True, help='experiment config file')
@@ -72,9 +89,7 @@ def main():
   runs = commands(args.config, load_sweep(args.sweep), seeds, os.path.abspath(args.out),
                   args.extra)
   os.makedirs(args.out, exist_ok=True)
-  with open(os.path.join(args.out, 'sweep.json'), 'w') as f:
-    json.dump([{'name': n, 'seed': s, 'workdir': w, 'command': shlex.join(a)}
-               for n, s, w, a in runs], f, indent=1)
+  record_runs(args.out, runs)
   for name, seed, workdir, argv in runs:
     if finished(workdir):
       print(f'{name} seed {seed}: finished, skipped', flush=True)

@@ -1,12 +1,18 @@
 """The sweep runner and its summary work end to end on a two-run micro-sweep, and a rerun
 skips what is finished."""
 
+import json
 import os
 import re
 import subprocess
 import sys
 
+import pytest
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.join(REPO, 'launch'))
+import summarize_sweep  # pylint: disable=g-import-not-at-top,wrong-import-position
+import sweep  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 
 def _run(*args):
@@ -43,3 +49,58 @@ def test_micro_sweep_runs_summarizes_and_resumes(few_images, tmp_path):
 
   again = _run(*sweep)
   assert again.count('finished, skipped') == 2, again
+
+
+def _fake_run(folder, name, seed, val_aps, last_train_step=10):
+  """A workdir whose metrics.jsonl has train rows up to ``last_train_step`` and val rows with
+  AP ``val_aps`` at steps 5, 10, ...; the run is finished when its last val step is 10."""
+  workdir = folder / name / f'seed_{seed}'
+  workdir.mkdir(parents=True)
+  rows = [{'split': 'train', 'step': last_train_step, 'loss': 1.0}]
+  rows += [{'split': 'val', 'step': 5 * (i + 1), 'AP': ap, 'AP50': 2 * ap}
+           for i, ap in enumerate(val_aps)]
+  (workdir / 'metrics.jsonl').write_text(''.join(json.dumps(r) + '\n' for r in rows))
+  return {'name': name, 'seed': seed, 'workdir': str(workdir), 'command': 'python -m ...'}
+
+
+def _fake_sweep(folder, runs):
+  folder.mkdir(parents=True, exist_ok=True)
+  (folder / 'sweep.json').write_text(json.dumps(runs))
+
+
+def test_summary_averages_finished_runs_and_pairs_by_seed(tmp_path):
+  _fake_sweep(tmp_path / 'one', [
+      _fake_run(tmp_path / 'one', 'dla', 0, [0.2, 0.4]),
+      _fake_run(tmp_path / 'one', 'dla', 1, [0.3, 0.5]),
+      _fake_run(tmp_path / 'one', 'atss', 0, [0.1, 0.3]),
+      _fake_run(tmp_path / 'one', 'atss', 2, [0.9]),  # evaluated at step 5 of 10: unfinished
+  ])
+  _fake_sweep(tmp_path / 'two', [_fake_run(tmp_path / 'two', 'atss', 1, [0.2, 0.45])])
+  results, unfinished = summarize_sweep.collect([str(tmp_path / 'one'), str(tmp_path / 'two')])
+  assert unfinished == [('atss', 2)]
+  assert sorted(results['atss']) == [0, 1]
+  rows = summarize_sweep.table(summarize_sweep.select(results, ['atss', 'dla']), ['AP', 'AP50'])
+  # AP of atss: 0.3 and 0.45 (mean 0.375, sample std 0.106); dla: 0.4 and 0.5.
+  assert rows.splitlines()[2] == '| atss | 0,1 (n=2) | 0.375 +- 0.106 | 0.750 +- 0.212 |'
+  assert rows.splitlines()[3] == '| dla | 0,1 (n=2) | 0.450 +- 0.071 | 0.900 +- 0.141 |'
+  # Paired differences 0.1 and 0.05: mean 0.075, std 0.0354, t = 0.075 / (0.0354 / sqrt 2) = 3.
+  paired = summarize_sweep.compare(results, 'dla', 'atss', ['AP'])
+  assert '| AP | 0.075 +- 0.035 | 3.0 | 2/2 |' in paired, paired
+  with pytest.raises(ValueError, match='no finished run named gamma_0'):
+    summarize_sweep.select(results, ['dla', 'gamma_0'])
+
+
+def test_summary_refuses_a_run_in_two_sweeps(tmp_path):
+  for folder in ('one', 'two'):
+    _fake_sweep(tmp_path / folder, [_fake_run(tmp_path / folder, 'dla', 0, [0.2, 0.4])])
+  with pytest.raises(ValueError, match='run dla seed 0 is in two sweeps'):
+    summarize_sweep.collect([str(tmp_path / 'one'), str(tmp_path / 'two')])
+
+
+def test_sweep_record_keeps_earlier_invocations(tmp_path):
+  sweep.record_runs(str(tmp_path), [('dla', 0, '/w/dla/seed_0', ['python', 'a'])])
+  sweep.record_runs(str(tmp_path), [('dla', 1, '/w/dla/seed_1', ['python', 'b']),
+                                    ('dla', 0, '/w/dla/seed_0', ['python', 'c'])])
+  records = json.loads((tmp_path / 'sweep.json').read_text())
+  assert [(r['name'], r['seed'], r['command']) for r in records] == [
+      ('dla', 0, 'python c'), ('dla', 1, 'python b')]
