@@ -305,7 +305,21 @@ def read_classes(folder: str, num_classes: int) -> list[str]:
   return [f'class {i}' for i in range(num_classes)]
 
 
+FINAL_METRICS = 'final_metrics.json'
+
+
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
-  """Trains (resuming if ``workdir`` has checkpoints), then evaluates on the val split."""
+  """Trains (resuming if ``workdir`` has checkpoints), then evaluates on the val split.
+
+  The val metrics of the trained model also go to ``workdir/final_metrics.json`` (``step``
+  and the COCO metrics), written last and atomically: its presence marks a finished run.
+  """
   state = train(config, workdir)
-  return evaluate(config, workdir, state.params, state.batch_stats, int(state.step))
+  step = int(state.step)
+  metrics = evaluate(config, workdir, state.params, state.batch_stats, step)
+  if jax.process_index() == 0:
+    path = os.path.join(workdir, FINAL_METRICS)
+    with open(path + '.tmp', 'w') as f:
+      json.dump({'step': step, 'split': 'val', **metrics}, f, indent=1)
+    os.replace(path + '.tmp', path)
+  return metrics

@@ -26,7 +26,8 @@ import numpy as np
 
 import sweep as sweep_lib
 
-Results = dict[str, dict[int, list[dict]]]  # {run name: {seed: val rows in step order}}
+# {run name: {seed: val metrics in step order, the last one the run's final_metrics.json}}
+Results = dict[str, dict[int, list[dict]]]
 
 
 def collect(folders: list[str]) -> tuple[Results, list[tuple[str, int]]]:
@@ -44,10 +45,13 @@ def collect(folders: list[str]) -> tuple[Results, list[tuple[str, int]]]:
       if not sweep_lib.finished(run['workdir']):
         unfinished.append(key)
         continue
+      with open(os.path.join(run['workdir'], 'final_metrics.json')) as f:
+        final = json.load(f)
       with open(os.path.join(run['workdir'], 'metrics.jsonl')) as f:
         rows = [json.loads(line) for line in f if line.strip()]
-      val = sorted((r for r in rows if r['split'] == 'val'), key=lambda r: r['step'])
-      results.setdefault(run['name'], {})[run['seed']] = val
+      during = sorted((r for r in rows if r['split'] == 'val' and r['step'] < final['step']),
+                      key=lambda r: r['step'])
+      results.setdefault(run['name'], {})[run['seed']] = [*during, final]
   return results, unfinished
 
 

@@ -6,10 +6,10 @@
 
 A sweep file defines ``get_sweep()``, returning {run name: [--config.* overrides]}. Run
 ``NAME`` with seed ``S`` trains and evaluates in ``OUT/NAME/seed_S`` through
-``python -m dla_jax.main`` with ``--config.train.seed=S``; its COCO metrics land in that
-workdir's ``metrics.jsonl``. Runs already finished (their last train step evaluated) are
-skipped, and an interrupted run resumes from its checkpoints, so rerunning the same command
-completes a sweep. ``OUT/sweep.json`` records each run's command; several invocations
+``python -m dla_jax.main`` with ``--config.train.seed=S``; its final COCO metrics land in
+that workdir's ``final_metrics.json``, every evaluation in its ``metrics.jsonl``. Runs already
+finished (with ``final_metrics.json``) are skipped, and an interrupted run resumes from its
+checkpoints, so rerunning the same command completes a sweep. ``OUT/sweep.json`` records each run's command; several invocations
 (other seeds, other sweep files) may share one folder, and their records add up.
 """
 
@@ -36,15 +36,10 @@ def load_sweep(path: str) -> dict[str, list[str]]:
 
 
 def finished(workdir: str) -> bool:
-  """Whether the run in ``workdir`` evaluated its last train step."""
-  path = os.path.join(workdir, 'metrics.jsonl')
-  if not os.path.exists(path):
-    return False
-  with open(path) as f:
-    rows = [json.loads(line) for line in f if line.strip()]
-  train_steps = [r['step'] for r in rows if r['split'] == 'train']
-  return bool(train_steps) and any(r['split'] == 'val' and r['step'] == max(train_steps)
-                                   for r in rows)
+  """Whether the run in ``workdir`` trained to the end and evaluated: ``dla_jax.main`` writes
+  ``final_metrics.json`` (``dla_jax.train.FINAL_METRICS``) last; evaluations during training
+  do not count."""
+  return os.path.exists(os.path.join(workdir, 'final_metrics.json'))
 
 
 def commands(config: str, sweep: dict[str, list[str]], seeds: list[int], out: str,

@@ -39,7 +39,7 @@ def test_micro_sweep_runs_summarizes_and_resumes(few_images, tmp_path):
   first = _run(*sweep)
   assert 'dla seed 3: ' in first and 'atss seed 3: ' in first
   for name in ('dla', 'atss'):
-    assert os.path.exists(out / name / 'seed_3' / 'metrics.jsonl')
+    assert os.path.exists(out / name / 'seed_3' / 'final_metrics.json')
 
   summary = _run('launch/summarize_sweep.py', str(out), '--plot', str(tmp_path / 'ap.png'))
   for name in ('dla', 'atss'):
@@ -51,15 +51,16 @@ def test_micro_sweep_runs_summarizes_and_resumes(few_images, tmp_path):
   assert again.count('finished, skipped') == 2, again
 
 
-def _fake_run(folder, name, seed, val_aps, last_train_step=10):
-  """A workdir whose metrics.jsonl has train rows up to ``last_train_step`` and val rows with
-  AP ``val_aps`` at steps 5, 10, ...; the run is finished when its last val step is 10."""
+def _fake_run(folder, name, seed, val_aps, finished=True):
+  """A workdir with val AP ``val_aps`` at steps 5, 10, ...; a finished run's last one is also
+  in its final_metrics.json."""
   workdir = folder / name / f'seed_{seed}'
   workdir.mkdir(parents=True)
-  rows = [{'split': 'train', 'step': last_train_step, 'loss': 1.0}]
-  rows += [{'split': 'val', 'step': 5 * (i + 1), 'AP': ap, 'AP50': 2 * ap}
-           for i, ap in enumerate(val_aps)]
+  rows = [{'split': 'val', 'step': 5 * (i + 1), 'AP': ap, 'AP50': 2 * ap}
+          for i, ap in enumerate(val_aps)]
   (workdir / 'metrics.jsonl').write_text(''.join(json.dumps(r) + '\n' for r in rows))
+  if finished:
+    (workdir / 'final_metrics.json').write_text(json.dumps(rows[-1]))
   return {'name': name, 'seed': seed, 'workdir': str(workdir), 'command': 'python -m ...'}
 
 
@@ -73,7 +74,7 @@ def test_summary_averages_finished_runs_and_pairs_by_seed(tmp_path):
       _fake_run(tmp_path / 'one', 'dla', 0, [0.2, 0.4]),
       _fake_run(tmp_path / 'one', 'dla', 1, [0.3, 0.5]),
       _fake_run(tmp_path / 'one', 'atss', 0, [0.1, 0.3]),
-      _fake_run(tmp_path / 'one', 'atss', 2, [0.9]),  # evaluated at step 5 of 10: unfinished
+      _fake_run(tmp_path / 'one', 'atss', 2, [0.9], finished=False),  # evaluated mid-way
   ])
   _fake_sweep(tmp_path / 'two', [_fake_run(tmp_path / 'two', 'atss', 1, [0.2, 0.45])])
   results, unfinished = summarize_sweep.collect([str(tmp_path / 'one'), str(tmp_path / 'two')])

@@ -29,6 +29,8 @@ def test_tiny_model_overfits_a_handful_of_images(few_images_config, tmp_path):
   assert logged[-1]['loss'] < 0.5 * logged[0]['loss']
   assert [r['step'] for r in logged] == list(range(25, 201, 25))
   assert os.path.exists(tmp_path / 'detections_val_step200.json')
+  with open(tmp_path / train.FINAL_METRICS) as f:
+    assert json.load(f) == {'step': 200, 'split': 'val', **metrics}
 
 
 def _run(*args):
