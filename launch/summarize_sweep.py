@@ -45,7 +45,7 @@ def collect(folders: list[str]) -> tuple[Results, list[tuple[str, int]]]:
       if not sweep_lib.finished(run['workdir']):
         unfinished.append(key)
         continue
-      with open(os.path.join(run['workdir'], 'final_metrics.json')) as f:
+      with open(os.path.join(run['workdir'], sweep_lib.FINAL_METRICS)) as f:
         final = json.load(f)
       with open(os.path.join(run['workdir'], 'metrics.jsonl')) as f:
         rows = [json.loads(line) for line in f if line.strip()]

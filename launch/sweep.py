@@ -21,6 +21,9 @@ import shlex
 import subprocess
 import sys
 
+# What ``dla_jax.train.train_and_evaluate`` writes last (``dla_jax.train.FINAL_METRICS``).
+FINAL_METRICS = 'final_metrics.json'
+
 
 def load_sweep(path: str) -> dict[str, list[str]]:
   """{run name: overrides} from the sweep file's ``get_sweep()``."""
@@ -36,10 +39,9 @@ def load_sweep(path: str) -> dict[str, list[str]]:
 
 
 def finished(workdir: str) -> bool:
-  """Whether the run in ``workdir`` trained to the end and evaluated: ``dla_jax.main`` writes
-  ``final_metrics.json`` (``dla_jax.train.FINAL_METRICS``) last; evaluations during training
-  do not count."""
-  return os.path.exists(os.path.join(workdir, 'final_metrics.json'))
+  """Whether the run in ``workdir`` trained to the end and evaluated (has ``FINAL_METRICS``);
+  evaluations during training do not count."""
+  return os.path.exists(os.path.join(workdir, FINAL_METRICS))
 
 
 def commands(config: str, sweep: dict[str, list[str]], seeds: list[int], out: str,

@@ -98,6 +98,11 @@ def test_summary_refuses_a_run_in_two_sweeps(tmp_path):
     summarize_sweep.collect([str(tmp_path / 'one'), str(tmp_path / 'two')])
 
 
+def test_sweep_reads_the_file_training_writes_last():
+  from dla_jax import train  # pylint: disable=g-import-not-at-top  (jax only for this test)
+  assert sweep.FINAL_METRICS == train.FINAL_METRICS
+
+
 def test_sweep_record_keeps_earlier_invocations(tmp_path):
   sweep.record_runs(str(tmp_path), [('dla', 0, '/w/dla/seed_0', ['python', 'a'])])
   sweep.record_runs(str(tmp_path), [('dla', 1, '/w/dla/seed_1', ['python', 'b']),
