@@ -4,7 +4,8 @@
       --image_size 512,512 --batch 2
   python -m dla_jax.tools.benchmark --image_size 800,1344 --batch 16 --dtype bfloat16  # a GPU
 
-Times, as the median of ``--repeats`` calls after ``--warmup`` calls (each call waited for):
+Times, as the median of ``--repeats`` calls after ``--warmup`` calls (each call waited for),
+dla-jax's and FCOS's calls taking turns so that a machine whose speed drifts slows both alike:
 
 - train step: dla-jax's jitted step (forward, assignment, loss, backward, optimizer update,
   the config's optimizer) against FCOS's forward with targets, backward and an SGD step;
@@ -34,7 +35,10 @@ import tempfile
 import time
 from typing import Any, Callable
 
-from absl import app
+# JAX and torch share a GPU here: JAX takes memory as it needs it instead of 75% up front.
+os.environ.setdefault('XLA_PYTHON_CLIENT_PREALLOCATE', 'false')
+
+from absl import app  # pylint: disable=g-import-not-at-top,wrong-import-position
 from absl import flags
 import jax
 import jax.numpy as jnp
@@ -101,16 +105,27 @@ def synthetic_batch(batch: int, image_hw: tuple[int, int], gts: int, num_classes
           'valid': np.ones((batch, gts), bool)}
 
 
+def interleaved_seconds(calls: dict[str, Callable[[], Any]], repeats: int,
+                        warmup: int) -> dict[str, float]:
+  """Median wall time of each call, the calls taking turns: each round times every call once,
+  in an order rotated by one per round, so that a machine whose speed drifts (a shared VM) slows
+  every contender alike. Each call must wait for its own results."""
+  names = list(calls)
+  for _ in range(warmup):
+    for name in names:
+      calls[name]()
+  times = {name: [] for name in names}
+  for round_ in range(repeats):
+    for name in names[round_ % len(names):] + names[:round_ % len(names)]:
+      start = time.perf_counter()
+      calls[name]()
+      times[name].append(time.perf_counter() - start)
+  return {name: statistics.median(t) for name, t in times.items()}
+
+
 def median_seconds(call: Callable[[], Any], repeats: int, warmup: int) -> float:
   """Median wall time of ``call()``; ``call`` must wait for its own results."""
-  for _ in range(warmup):
-    call()
-  times = []
-  for _ in range(repeats):
-    start = time.perf_counter()
-    call()
-    times.append(time.perf_counter() - start)
-  return statistics.median(times)
+  return interleaved_seconds({'call': call}, repeats, warmup)['call']
 
 
 def _compile(jitted, *args) -> tuple[Any, float]:
@@ -124,48 +139,42 @@ def _peak_device_bytes() -> int | None:
   return stats.get('peak_bytes_in_use')
 
 
-def time_dla(config: ml_collections.ConfigDict, batch: dict[str, np.ndarray], parts, repeats,
-             warmup) -> dict[str, float]:
-  """Seconds per train step / inference / assigner call, compile seconds and memory bytes."""
+def dla_calls(config: ml_collections.ConfigDict, batch: dict[str, np.ndarray],
+              parts) -> tuple[dict[str, Callable[[], None]], dict[str, float]]:
+  """dla-jax's 'train' step and 'infer' (as ``parts`` asks), each a call that waits for its
+  results, and their compile seconds and the train step's XLA memory bytes. Inference runs on
+  the train state's current weights, which the train step donates and replaces."""
   mesh = step_lib.make_mesh(jax.local_devices())
   model = detector.build_detector(config)
   variables = detector.init_variables(model, config, jax.random.key(0))
   tx = optim.make_optimizer(config, variables['params'], TRAIN_STEPS_PER_EPOCH)
-  sharding = step_lib.batch_sharding(mesh)
-  on_device = {k: jax.device_put(v, sharding) for k, v in batch.items()}
-  out = {}
-  if 'infer' in parts:  # before training, which donates (deletes) the initial weights
-    eval_batch = {k: on_device[k] for k in train_lib.EVAL_FIELDS}
-    weights = jax.device_put((variables['params'], variables.get('batch_stats', {})),
-                             step_lib.replicated(mesh))
-    infer, out['infer_compile_s'] = _compile(
-        step_lib.jit_eval_step(mesh, model=model, config=config), *weights, eval_batch)
-    out['infer_s'] = median_seconds(
-        lambda: jax.block_until_ready(infer(*weights, eval_batch)), repeats, warmup)
+  on_device = {k: jax.device_put(v, step_lib.batch_sharding(mesh)) for k, v in batch.items()}
+  state = jax.device_put(step_lib.create_train_state(variables, tx), step_lib.replicated(mesh))
+  calls, info = {}, {}
   if 'train' in parts:
-    state = jax.device_put(step_lib.create_train_state(variables, tx), step_lib.replicated(mesh))
     train_batch = {k: on_device[k] for k in train_lib.TRAIN_FIELDS}
-    step, out['train_compile_s'] = _compile(step_lib.jit_train_step(
+    step, info['train_compile_s'] = _compile(step_lib.jit_train_step(
         mesh, model=model, tx=tx, config=config, steps_per_epoch=TRAIN_STEPS_PER_EPOCH),
         state, train_batch)
     memory = step.memory_analysis()
     if memory is not None:
-      out['train_xla_bytes'] = (memory.argument_size_in_bytes + memory.output_size_in_bytes +
-                                memory.temp_size_in_bytes)
+      info['train_xla_bytes'] = (memory.argument_size_in_bytes + memory.output_size_in_bytes +
+                                 memory.temp_size_in_bytes)
 
     def train_call():
       nonlocal state
       state, metrics = step(state, train_batch)
       jax.block_until_ready((state, metrics))
 
-    out['train_s'] = median_seconds(train_call, repeats, warmup)
-    peak = _peak_device_bytes()
-    if peak is not None:
-      out['train_peak_bytes'] = peak
-    del state
-  if 'assign' in parts:
-    out['assign_s'] = time_assigner(config, batch, repeats, warmup)
-  return out
+    calls['train'] = train_call
+  if 'infer' in parts:
+    eval_batch = {k: on_device[k] for k in train_lib.EVAL_FIELDS}
+    infer, info['infer_compile_s'] = _compile(
+        step_lib.jit_eval_step(mesh, model=model, config=config), state.params,
+        state.batch_stats, eval_batch)
+    calls['infer'] = lambda: jax.block_until_ready(
+        infer(state.params, state.batch_stats, eval_batch))
+  return calls, info
 
 
 def time_assigner(config: ml_collections.ConfigDict, batch: dict[str, np.ndarray], repeats,
@@ -222,9 +231,10 @@ def build_fcos(variant: str, config: ml_collections.ConfigDict):
   return torchvision.models.detection.FCOS(backbone, **settings)
 
 
-def time_fcos(variant: str, config: ml_collections.ConfigDict, batch: dict[str, np.ndarray],
-              repeats: int, warmup: int) -> dict[str, float]:
-  """Seconds per FCOS train step (forward with targets, backward, SGD) and inference call."""
+def fcos_calls(variant: str, config: ml_collections.ConfigDict,
+               batch: dict[str, np.ndarray]) -> dict[str, Callable[[], None]]:
+  """FCOS's 'train' step (forward with targets, backward, SGD) and 'infer', each a call that
+  waits for its results; a CUDA run's peak memory is read with ``torch.cuda``."""
   import torch  # pylint: disable=g-import-not-at-top  (optional extra)
   device = torch.device('cuda' if torch.cuda.is_available() else 'cpu')
   model = build_fcos(variant, config).to(device)
@@ -242,6 +252,7 @@ def time_fcos(variant: str, config: ml_collections.ConfigDict, batch: dict[str, 
   sync = torch.cuda.synchronize if device.type == 'cuda' else lambda: None
 
   def train_call():
+    model.train()
     with autocast():
       losses = model(images, targets)
     optimizer.zero_grad(set_to_none=True)
@@ -251,20 +262,40 @@ def time_fcos(variant: str, config: ml_collections.ConfigDict, batch: dict[str, 
     sync()
 
   def infer_call():
+    model.eval()
     with torch.no_grad(), autocast():
       model(images)
     sync()
 
-  out = {}
-  if device.type == 'cuda':
-    torch.cuda.reset_peak_memory_stats()
-  model.train()
-  out['train_s'] = median_seconds(train_call, repeats, warmup)
-  if device.type == 'cuda':
-    out['train_peak_bytes'] = torch.cuda.max_memory_allocated()
-  model.eval()
-  out['infer_s'] = median_seconds(infer_call, repeats, warmup)
-  return out
+  return {'train': train_call, 'infer': infer_call}
+
+
+def time_side_by_side(config: ml_collections.ConfigDict, batch: dict[str, np.ndarray], parts,
+                      fcos_variants: list[str], repeats: int,
+                      warmup: int) -> tuple[dict[str, float], dict[str, dict[str, float]]]:
+  """dla-jax's and each FCOS build's train step and inference (those of ``parts``), timed
+  interleaved (``interleaved_seconds``), with the train step's peak memory where the device
+  reports it (FCOS's counts the other builds' resident weights too). Returns dla-jax's figures
+  (with compile seconds and memory) and FCOS's by build."""
+  dla_part_calls, dla = dla_calls(config, batch, parts)
+  fcos = {variant: {} for variant in fcos_variants}
+  contenders = {part: {'dla': call} for part, call in dla_part_calls.items()}
+  for variant in fcos_variants:
+    for part, call in fcos_calls(variant, config, batch).items():
+      if part in contenders:
+        contenders[part][variant] = call
+  for part, calls in contenders.items():
+    for name, seconds in interleaved_seconds(calls, repeats, warmup).items():
+      (dla if name == 'dla' else fcos[name])[f'{part}_s'] = seconds
+  peak = _peak_device_bytes()
+  if 'train' in contenders and peak is not None:
+    dla['train_peak_bytes'] = peak
+    for variant in fcos_variants:  # one more step from a reset peak, build by build
+      import torch  # pylint: disable=g-import-not-at-top  (optional extra)
+      torch.cuda.reset_peak_memory_stats()
+      contenders['train'][variant]()
+      fcos[variant]['train_peak_bytes'] = torch.cuda.max_memory_allocated()
+  return dla, fcos
 
 
 def machine() -> str:
@@ -334,17 +365,17 @@ def main(argv):
   if unknown:
     raise app.UsageError(f'--parts: unknown {sorted(unknown)}')
   batch = synthetic_batch(_BATCH.value, hw, _GTS.value, config.data.num_classes)
-  dla = time_dla(config, batch, parts, _REPEATS.value, _WARMUP.value)
-  fcos = {}
+  variants = []
   if 'fcos' in parts:
     variants = (['no_weights', 'imagenet_recipe'] if _FCOS_VARIANT.value == 'both'
                 else [_FCOS_VARIANT.value])
-    for variant in variants:
-      fcos[variant] = time_fcos(variant, config, batch, _REPEATS.value, _WARMUP.value)
+  dla, fcos = time_side_by_side(config, batch, parts, variants, _REPEATS.value, _WARMUP.value)
+  if 'assign' in parts:
+    dla['assign_s'] = time_assigner(config, batch, _REPEATS.value, _WARMUP.value)
   input_rate = input_images_per_second(config, 4) if 'input' in parts else None
   print(f'{config.model.backbone} FPN, {hw[0]}x{hw[1]}, batch {_BATCH.value}, '
         f'{_GTS.value} GTs per image, {config.model.dtype}, {config.assigner.name}; median of '
-        f'{_REPEATS.value} after {_WARMUP.value} warm-up calls.')
+        f'{_REPEATS.value} after {_WARMUP.value} warm-up calls, dla-jax and FCOS taking turns.')
   print(f'Machine: {machine()}\n')
   print(table(config, dla, fcos, input_rate))
 
