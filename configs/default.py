@@ -38,9 +38,11 @@ def get_config() -> ml_collections.ConfigDict:
   model.prior_prob = 0.01
   # Compute dtype ('float32' or 'bfloat16'); parameters are always float32.
   model.dtype = 'float32'
-  # Kernel gradients of convolutions: 'matmul' (one matmul per kernel tap, much faster on
-  # XLA:CPU), 'xla' (XLA's own) or 'auto' (matmul on CPU, xla on GPU/TPU). See models/conv.py.
-  model.conv_backward = 'auto'
+  # How convolutions are computed: 'auto' (on CPU, Winograd F(4x4, 3x3) for float32 3x3 stride-1
+  # convs and matmul kernel gradients for other wide ones, where each pays; XLA's own on GPU/TPU),
+  # 'winograd', 'matmul' or 'xla'. The same values either way, within float32 rounding. See
+  # models/conv.py.
+  model.conv_impl = 'auto'
 
   config.data = data = ml_collections.ConfigDict()
   # 'shapes' (built-in synthetic data), 'coco_json' (image folder + instances json) or 'tfds'.

@@ -1,25 +1,40 @@
-"""2-D convolution whose kernel gradient is computed as matmuls, for XLA:CPU.
+"""2-D convolutions for XLA:CPU: 1x1 ones as matmuls, Winograd for 3x3 stride-1 ones, matmul
+kernel gradients for other wide ones, XLA's own everywhere else.
 
-XLA:CPU runs a forward NHWC convolution through a fast kernel (284 GFLOP/s on the 2-core
-development machine for a 3x3, 256 -> 256 conv at 64 x 64, batch 2), but the convolution that
-computes the kernel's gradient runs about 6.6x slower, so that a ResNet-50-FPN train step spent
-5x its forward time in the backward pass. Here the kernel gradient is one matmul per kernel tap,
+XLA:CPU runs a forward NHWC convolution through a fast kernel, but the convolution that computes
+the kernel's gradient runs several times slower (6.6x for a 3x3, 256 -> 256 conv at 64 x 64,
+batch 2, on the 2-core development machine), so that a ResNet-50-FPN train step spent 5x its
+forward time in the backward pass, and its 1x1 convolutions run at a fraction of its matmul
+speed (256 -> 64 at 2 x 128 x 128: 53 ms forward and 296 ms with both gradients, against 10 and
+56 ms as a matmul, on a 2-core EPYC). Three replacements:
 
-  dW[i, j] = sum over n, h, w of  x_pad[n, s*h + i, s*w + j, :]^T  dy[n, h, w, :],
+- 1x1 ungrouped convolutions are a 2-D matmul over the (strided) positions, and so are their
+  gradients;
+- 3x3, stride-1, ungrouped convolutions (the head's towers, the FPN's outputs, most of the
+  backbone's 3x3s) use Winograd's F(4x4, 3x3) (``models.winograd``): 2.25 multiplies per output
+  instead of 9, in the forward pass and in both gradients;
+- for the other convolutions, the kernel gradient is one matmul per kernel tap,
 
-which XLA:CPU runs at matmul speed; the input gradient is XLA's own. It pays for wide
-convolutions over many positions and loses for narrow ones (kernel-gradient time, matmul over
-XLA's, measured on the development machine):
+    dW[i, j] = sum over n, h, w of  x_pad[n, s*h + i, s*w + j, :]^T  dy[n, h, w, :],
 
-  3x3, 256 -> 256, 2 x 64 x 64: 0.35     1x1, 256 -> 256, 2 x 64 x 64: 0.24
-  3x3, 128 -> 128, 2 x 64 x 64: 0.52     3x3, 128 -> 128, 16 x 16 x 16: 1.22
-  3x3, 64 -> 64, 2 x 64 x 64: 1.20       3x3, 64 -> 64, 2 x 128 x 128: 1.02
+  which XLA:CPU runs at matmul speed; the input gradient is XLA's own. It pays for wide
+  convolutions over many positions and loses for narrow ones (kernel-gradient time, matmul over
+  XLA's, measured on a 2-core Xeon):
 
-so ``model.conv_backward='auto'`` uses it on CPU for convolutions with at least
-``MIN_CHANNELS`` input (per group) and output channels and ``MIN_WORK`` = C_in/groups * C_out *
-output positions, and XLA's own gradient elsewhere and on GPU/TPU, where XLA's convolutions are
-fast; 'matmul' uses it for every convolution and 'xla' for none. ``conv_function`` gives the
-function for Flax's ``nn.Conv(conv_general_dilated=...)``.
+    3x3, 256 -> 256, 2 x 64 x 64: 0.35     1x1, 256 -> 256, 2 x 64 x 64: 0.24
+    3x3, 128 -> 128, 2 x 64 x 64: 0.52     3x3, 128 -> 128, 16 x 16 x 16: 1.22
+    3x3, 64 -> 64, 2 x 64 x 64: 1.20       3x3, 64 -> 64, 2 x 128 x 128: 1.02
+
+``model.conv_impl`` chooses (``implementation``). 'auto' picks, on CPU: the matmul for 1x1
+convolutions; Winograd for float32 3x3 stride-1 ones with enough output tiles to pay for
+transforming the kernel (``MIN_TILES_PER_WEIGHT``) and enough work to pay for its longer
+compilation (``MIN_WINOGRAD_MACS``); the matmul kernel gradient for other ones
+with at least ``MIN_CHANNELS`` input (per group) and output channels and ``MIN_WORK`` =
+C_in/groups * C_out * output positions; XLA's own otherwise. On GPU and TPU it is XLA's own
+everywhere, as its convolutions are fast there. 'winograd' uses Winograd for every 3x3 stride-1
+convolution, the matmul for 1x1 ones and XLA's own for the rest; 'matmul' the matmul kernel
+gradient for every convolution; 'xla' XLA's alone. ``conv_function`` gives the function for
+Flax's ``nn.Conv(conv_general_dilated=...)``.
 """
 
 import functools
@@ -29,21 +44,56 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-CONV_BACKWARDS = ('auto', 'matmul', 'xla')
+from dla_jax.models import winograd
+
+CONV_IMPLS = ('auto', 'winograd', 'matmul', 'xla')
 MIN_CHANNELS = 128
 MIN_WORK = 2**27
+# Winograd when output tiles >= C_in * C_out * this and the convolution has at least
+# MIN_WINOGRAD_MACS multiply-adds (positions * 9 * C_in * C_out). Forward + both gradients,
+# Winograd's time over XLA's, on the 2-core EPYC (2026-11-28):
+#   2 x 64 x 64, 256 -> 256: 0.23    2 x 32 x 32, 256 -> 256: 0.46    2 x 16 x 16, 256 -> 256: 1.05
+#   2 x 16 x 16, 512 -> 512: 1.04    2 x 8 x 8, 256 -> 256: 1.88 (the kernel transform's memory
+#   traffic grows with C_in * C_out, the matmul work it saves with tiles * C_in * C_out);
+#   151M MACs (16 x 16 x 16 x 64 -> 64 and the like): 0.66-0.80, 75M: 0.82-0.98, 19M: 0.79-3.2.
+# Each Winograd convolution also takes 0.5-1.3 s to compile against XLA's 0.1 s, so below about
+# 1e8 MACs, where it saves under 1 ms a step, XLA's own is kept.
+MIN_TILES_PER_WEIGHT = 1 / 1024
+MIN_WINOGRAD_MACS = 2**27
 _NHWC = ('NHWC', 'HWIO', 'NHWC')
 
 
-def conv_function(conv_backward: str) -> Callable | None:
-  """The convolution for ``model.conv_backward`` on this backend; None is ``lax``'s own."""
-  if conv_backward not in CONV_BACKWARDS:
-    raise ValueError(f'model.conv_backward: {conv_backward!r} is not one of {CONV_BACKWARDS}')
-  if conv_backward == 'matmul':
-    return functools.partial(conv_general_dilated, always_matmul=True)
-  if conv_backward == 'auto' and jax.default_backend() == 'cpu':
-    return conv_general_dilated
-  return None
+def conv_function(conv_impl: str) -> Callable | None:
+  """The convolution for ``model.conv_impl`` on this backend; None is ``lax``'s own."""
+  if conv_impl not in CONV_IMPLS:
+    raise ValueError(f'model.conv_impl: {conv_impl!r} is not one of {CONV_IMPLS}')
+  if conv_impl == 'xla' or (conv_impl == 'auto' and jax.default_backend() != 'cpu'):
+    return None
+  return functools.partial(conv_general_dilated, impl=conv_impl)
+
+
+def _winograd_applies(kernel_shape: Sequence[int], strides: tuple[int, int],
+                      padding: tuple[tuple[int, int], ...], groups: int) -> bool:
+  return (tuple(kernel_shape[:2]) == (3, 3) and strides == (1, 1) and groups == 1 and
+          all(0 <= p <= 2 for pair in padding for p in pair))
+
+
+def pointwise(x: jax.Array, w: jax.Array, strides: tuple[int, int], precision: Any) -> jax.Array:
+  """A 1x1 convolution without padding as one matmul: x [N, H, W, C_in], w [1, 1, C_in, C_out]
+  -> [N, ceil(H / s_h), ceil(W / s_w), C_out]."""
+  x = x[:, ::strides[0], ::strides[1]]
+  n, h, wd, c = x.shape
+  y = lax.dot_general(x.reshape(n * h * wd, c), w.reshape(c, -1), (((1,), (0,)), ((), ())),
+                      precision=precision)
+  return y.reshape(n, h, wd, -1)
+
+
+def _winograd_pays(out_shape: Sequence[int], kernel_shape: Sequence[int], dtype: Any) -> bool:
+  n, ho, wo, _ = out_shape
+  th, tw = winograd.tiles(ho, wo)
+  weights = kernel_shape[2] * kernel_shape[3]
+  return (dtype == jnp.float32 and n * th * tw >= weights * MIN_TILES_PER_WEIGHT and
+          n * ho * wo * 9 * weights >= MIN_WINOGRAD_MACS)
 
 
 def _matmul_pays(out_shape: Sequence[int], kernel_shape: Sequence[int]) -> bool:
@@ -51,6 +101,32 @@ def _matmul_pays(out_shape: Sequence[int], kernel_shape: Sequence[int]) -> bool:
   cin_group = kernel_shape[2]
   return (min(cin_group, cout) >= MIN_CHANNELS and
           cin_group * cout * n * ho * wo >= MIN_WORK)
+
+
+def implementation(impl: str, x_shape: Sequence[int], kernel_shape: Sequence[int],
+                   strides: tuple[int, int], padding: tuple[tuple[int, int], ...], groups: int,
+                   dtype: Any) -> str:
+  """Which computation ``impl`` picks for a convolution: 'pointwise' (1x1 as a matmul),
+  'winograd', 'matmul' (matmul kernel gradient) or 'xla'.
+
+  Args:
+    impl: one of ``CONV_IMPLS`` but 'xla'.
+    x_shape: [N, H, W, C_in]; kernel_shape: [kh, kw, C_in / groups, C_out].
+    strides, padding, groups, dtype: the convolution's.
+  """
+  out_shape = jax.eval_shape(lambda x, w: _xla_conv(x, w, strides, padding, groups, None),
+                             jax.ShapeDtypeStruct(x_shape, dtype),
+                             jax.ShapeDtypeStruct(kernel_shape, dtype)).shape
+  unpadded = not any(p for pair in padding for p in pair)
+  if (impl in ('auto', 'winograd') and tuple(kernel_shape[:2]) == (1, 1) and groups == 1 and
+      unpadded):
+    return 'pointwise'
+  if _winograd_applies(kernel_shape, strides, padding, groups) and (
+      impl == 'winograd' or impl == 'auto' and _winograd_pays(out_shape, kernel_shape, dtype)):
+    return 'winograd'
+  if impl == 'matmul' or impl == 'auto' and _matmul_pays(out_shape, kernel_shape):
+    return 'matmul'
+  return 'xla'
 
 
 def _xla_conv(x, w, strides, padding, groups, precision):
@@ -117,9 +193,9 @@ _conv.defvjp(_conv_fwd, _conv_bwd)
 
 def conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation=None,
                          rhs_dilation=None, dimension_numbers=None, feature_group_count=1,
-                         precision=None, *, always_matmul: bool = False, **unsupported):
-  """``lax.conv_general_dilated`` for 2-D NHWC/HWIO convolutions without dilation, with the
-  matmul kernel gradient where it pays (always with ``always_matmul``).
+                         precision=None, *, impl: str = 'auto', **unsupported):
+  """``lax.conv_general_dilated`` for 2-D NHWC/HWIO convolutions without dilation, computed as
+  ``impl`` (one of ``CONV_IMPLS`` but 'xla') says.
   lhs: [N, H, W, C_in], rhs: [kh, kw, C_in / groups, C_out]."""
   dilated = any(d != 1 for d in (*(lhs_dilation or ()), *(rhs_dilation or ())))
   if lhs.ndim != 4 or dilated or unsupported:
@@ -134,8 +210,12 @@ def conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation=None,
   if isinstance(padding, str):
     padding = lax.padtype_to_pads(lhs.shape[1:3], rhs.shape[:2], strides, padding)
   padding = tuple(tuple(p) for p in padding)
-  out_shape = jax.eval_shape(lambda: _xla_conv(lhs, rhs, strides, padding, feature_group_count,
-                                               precision)).shape
-  if always_matmul or _matmul_pays(out_shape, rhs.shape):
+  chosen = implementation(impl, lhs.shape, rhs.shape, strides, padding, feature_group_count,
+                          lhs.dtype)
+  if chosen == 'pointwise':
+    return pointwise(lhs, rhs, strides, precision)
+  if chosen == 'winograd':
+    return winograd.conv3x3(lhs, rhs, padding, precision)
+  if chosen == 'matmul':
     return _conv(lhs, rhs, strides, padding, feature_group_count, precision)
   return _xla_conv(lhs, rhs, strides, padding, feature_group_count, precision)

@@ -58,7 +58,7 @@ def build_detector(config: ml_collections.ConfigDict) -> Detector:
                      f'({m.head_channels})')
   if config.data.num_classes < 1:
     raise ValueError(f'data.num_classes: must be at least 1, got {config.data.num_classes}')
-  conv = conv_lib.conv_function(m.conv_backward)
+  conv = conv_lib.conv_function(m.conv_impl)
   return Detector(
       backbone=resnet.ResNet(m.backbone, m.backbone_width, m.frozen_stages, m.backbone_norm,
                              m.gn_groups, dtype, conv),
