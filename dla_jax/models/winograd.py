@@ -10,8 +10,8 @@ which over channels becomes 36 independent matmuls [tiles, C_in] x [C_in, C_out]
 36 / 16 = 2.25 multiplies per output and input channel instead of 9. The matrices are the
 paper's, for the interpolation points 0, +-1, +-2 and infinity.
 
-Both gradients stay in that form (``custom_vjp``), sharing dM = A dY A^T, the output
-transform's transpose applied to dy:
+Both gradients stay in that form (``custom_vjp``, with the forward pass's transformed U and V
+as residuals), sharing dM = A dY A^T, the output transform's transpose applied to dy:
 
 - kernel gradient: dV = U^T dM per tile position (36 matmuls over the tiles), dW = G^T dV G;
 - input gradient: dU = dM V^T per tile position, then the input transform's transpose, which
@@ -174,12 +174,13 @@ def _batched_matmul(u: jax.Array, v: jax.Array, precision: Any) -> jax.Array:
 
 
 def _forward(x, w, padding, precision):
+  """The convolution and its transformed operands U [36, P, C_in] and V [36, C_in, C_out]."""
   n, h, wd, _ = x.shape
   (top, bottom), (left, right) = padding
   h_out, w_out = h + top + bottom - 2, wd + left + right - 2
-  th, tw = tiles(h_out, w_out)
-  m = _batched_matmul(input_transform(x, padding), kernel_transform(w), precision)
-  return output_transform(m, n, th, tw)[:, :h_out, :w_out]
+  u, v = input_transform(x, padding), kernel_transform(w)
+  y = output_transform(_batched_matmul(u, v, precision), n, *tiles(h_out, w_out))
+  return y[:, :h_out, :w_out], (u, v)
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3))
@@ -196,22 +197,24 @@ def conv3x3(x: jax.Array, w: jax.Array, padding: tuple[tuple[int, int], tuple[in
   Returns:
     [N, H + top + bottom - 2, W + left + right - 2, C_out], x's dtype.
   """
-  return _forward(x, w, padding, precision)
+  return _forward(x, w, padding, precision)[0]
 
 
 def _conv3x3_fwd(x, w, padding, precision):
-  return _forward(x, w, padding, precision), (x, w)
+  return _forward(x, w, padding, precision)  # U and V are the residuals
 
 
 def _conv3x3_bwd(padding, precision, residuals, dy):
-  x, w = residuals
-  dm = output_transform_transpose(dy, *tiles(*dy.shape[1:3]))  # [36, P, C_out]
-  du = lax.dot_general(dm, kernel_transform(w), (((2,), (2,)), ((0,), (0,))),
-                       precision=precision)  # [36, P, C_in]
-  dv = lax.dot_general(input_transform(x, padding), dm, (((1,), (1,)), ((0,), (0,))),
+  u, v = residuals
+  n, h_out, w_out, _ = dy.shape
+  (top, bottom), (left, right) = padding
+  x_shape = (n, h_out + 2 - top - bottom, w_out + 2 - left - right, u.shape[-1])
+  dm = output_transform_transpose(dy, *tiles(h_out, w_out))  # [36, P, C_out]
+  du = lax.dot_general(dm, v, (((2,), (2,)), ((0,), (0,))), precision=precision)  # [36, P, C_in]
+  dv = lax.dot_general(u, dm, (((1,), (1,)), ((0,), (0,))),
                        precision=precision)  # [36, C_in, C_out]
-  return (input_transform_transpose(du, x.shape, padding).astype(x.dtype),
-          kernel_transform_transpose(dv).astype(w.dtype))
+  return (input_transform_transpose(du, x_shape, padding).astype(dy.dtype),
+          kernel_transform_transpose(dv).astype(v.dtype))
 
 
 conv3x3.defvjp(_conv3x3_fwd, _conv3x3_bwd)
