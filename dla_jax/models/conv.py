@@ -51,7 +51,7 @@ MIN_CHANNELS = 128
 MIN_WORK = 2**27
 # Winograd when output tiles >= C_in * C_out * this and the convolution has at least
 # MIN_WINOGRAD_MACS multiply-adds (positions * 9 * C_in * C_out). Forward + both gradients,
-# Winograd's time over XLA's, on the 2-core EPYC (2026-11-28):
+# Winograd's time over XLA's, on the 2-core Xeon (AVX-512), 2026-11-28:
 #   2 x 64 x 64, 256 -> 256: 0.23    2 x 32 x 32, 256 -> 256: 0.46    2 x 16 x 16, 256 -> 256: 1.05
 #   2 x 16 x 16, 512 -> 512: 1.04    2 x 8 x 8, 256 -> 256: 1.88 (the kernel transform's memory
 #   traffic grows with C_in * C_out, the matmul work it saves with tiles * C_in * C_out);
