@@ -21,8 +21,8 @@ The transforms are sums of strided slices with the matrices' constants; each sta
 into one array so that XLA:CPU runs it as a single loop over memory.
 
 Float32 error against a direct convolution is about 1e-5 relative (``tests/test_winograd.py``
-pins it); in bfloat16 the transforms lose too much, so ``models.conv`` uses this for float32
-only.
+pins it); in bfloat16 the transforms lose too much, so ``models.conv``'s 'auto' picks this for
+float32 only.
 """
 
 import functools
@@ -76,6 +76,12 @@ def tiles(height: int, width: int) -> tuple[int, int]:
   return -(-height // TILE), -(-width // TILE)
 
 
+def _padded_growth(padding: tuple[tuple[int, int], tuple[int, int]]) -> tuple[int, int]:
+  """Output size minus input size (rows, columns) of a 3x3 stride-1 conv with ``padding``."""
+  (top, bottom), (left, right) = padding
+  return top + bottom - 2, left + right - 2
+
+
 def input_transform(x: jax.Array, padding: tuple[tuple[int, int], tuple[int, int]]) -> jax.Array:
   """B^T d B for every input tile.
 
@@ -86,8 +92,9 @@ def input_transform(x: jax.Array, padding: tuple[tuple[int, int], tuple[int, int
     [36, N * th * tw, C], th x tw tiles of the [H_out, W_out] output, row-major.
   """
   n, h, w, c = x.shape
-  (top, bottom), (left, right) = padding
-  th, tw = tiles(h + top + bottom - 2, w + left + right - 2)
+  (top, _), (left, _) = padding
+  grow_h, grow_w = _padded_growth(padding)
+  th, tw = tiles(h + grow_h, w + grow_w)
   xp = jnp.pad(x, ((0, 0), (top, TILE * th + 2 - h - top), (left, TILE * tw + 2 - w - left),
                    (0, 0)))
   rows = [xp[:, i:i + TILE * th:TILE] for i in range(SPAN)]  # [N, th, Wp, C] each
@@ -126,8 +133,9 @@ def input_transform_transpose(du: jax.Array, x_shape: Sequence[int],
                               padding: tuple[tuple[int, int], tuple[int, int]]) -> jax.Array:
   """The transpose of ``input_transform``: [36, N * th * tw, C] -> x_shape [N, H, W, C]."""
   n, h, w, c = x_shape
-  (top, bottom), (left, right) = padding
-  th, tw = tiles(h + top + bottom - 2, w + left + right - 2)
+  (top, _), (left, _) = padding
+  grow_h, grow_w = _padded_growth(padding)
+  th, tw = tiles(h + grow_h, w + grow_w)
   du = du.reshape(SPAN, SPAN, n, th, tw, c)
   cols = [_combine(B_T[:, j], [du[:, b] for b in range(SPAN)]) for j in range(SPAN)]
   t = _overlap_add(cols, 3)  # [6, N, th, Wp, C]
@@ -176,8 +184,8 @@ def _batched_matmul(u: jax.Array, v: jax.Array, precision: Any) -> jax.Array:
 def _forward(x, w, padding, precision):
   """The convolution and its transformed operands U [36, P, C_in] and V [36, C_in, C_out]."""
   n, h, wd, _ = x.shape
-  (top, bottom), (left, right) = padding
-  h_out, w_out = h + top + bottom - 2, wd + left + right - 2
+  grow_h, grow_w = _padded_growth(padding)
+  h_out, w_out = h + grow_h, wd + grow_w
   u, v = input_transform(x, padding), kernel_transform(w)
   y = output_transform(_batched_matmul(u, v, precision), n, *tiles(h_out, w_out))
   return y[:, :h_out, :w_out], (u, v)
@@ -207,8 +215,8 @@ def _conv3x3_fwd(x, w, padding, precision):
 def _conv3x3_bwd(padding, precision, residuals, dy):
   u, v = residuals
   n, h_out, w_out, _ = dy.shape
-  (top, bottom), (left, right) = padding
-  x_shape = (n, h_out + 2 - top - bottom, w_out + 2 - left - right, u.shape[-1])
+  grow_h, grow_w = _padded_growth(padding)
+  x_shape = (n, h_out - grow_h, w_out - grow_w, u.shape[-1])
   dm = output_transform_transpose(dy, *tiles(h_out, w_out))  # [36, P, C_out]
   du = lax.dot_general(dm, v, (((2,), (2,)), ((0,), (0,))), precision=precision)  # [36, P, C_in]
   dv = lax.dot_general(u, dm, (((1,), (1,)), ((0,), (0,))),

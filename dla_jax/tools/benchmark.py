@@ -234,7 +234,7 @@ def build_fcos(variant: str, config: ml_collections.ConfigDict):
 def fcos_calls(variant: str, config: ml_collections.ConfigDict,
                batch: dict[str, np.ndarray]) -> dict[str, Callable[[], None]]:
   """FCOS's 'train' step (forward with targets, backward, SGD) and 'infer', each a call that
-  waits for its results; a CUDA run's peak memory is read with ``torch.cuda``."""
+  waits for its results."""
   import torch  # pylint: disable=g-import-not-at-top  (optional extra)
   device = torch.device('cuda' if torch.cuda.is_available() else 'cpu')
   model = build_fcos(variant, config).to(device)
