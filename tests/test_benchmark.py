@@ -1,5 +1,6 @@
 """The benchmark runs end to end on a tiny config and prints dla-jax beside both torchvision
-FCOS builds, with ratios (the figures themselves are measurements, not asserted)."""
+FCOS builds, with ratios and their range over the rounds (the figures themselves are
+measurements, not asserted)."""
 
 import os
 import re
@@ -17,9 +18,13 @@ def test_benchmark_prints_the_side_by_side_table():
   assert result.returncode == 0, result.stderr[-3000:]
   out = result.stdout
   number = r'(\d+\.\d+)'
-  ratios = r'\| ' + r' \| '.join([number] * 5) + r' \|'
-  assert re.search(r'\| train step \(ms\) ' + ratios, out), out
-  assert re.search(r'\| inference \(ms\) ' + ratios, out), out
+  paired = number + r' \(' + number + '-' + number + r'\)'  # median of rounds (range)
+  ratios = r'\| ' + r' \| '.join([number] * 3 + [paired] * 2) + r' \|'
+  for what in (r'train step \(ms\)', r'inference \(ms\)'):
+    match = re.search(r'\| ' + what + ' ' + ratios, out)
+    assert match, out
+    for median, low, high in (match.groups()[3:6], match.groups()[6:9]):
+      assert float(low) <= float(median) <= float(high), match.group(0)
   assert re.search(r'assigner alone: [\d.]+ ms \([\d.]+% of the train step\)', out), out
   assert re.search(r'compile of the train step: [\d.]+ s', out), out
   assert re.search(r'input pipeline \(COCO-like JPEGs, \d+ threads\): \d+ images/s', out), out

@@ -5,7 +5,9 @@
   python -m dla_jax.tools.benchmark --image_size 800,1344 --batch 16 --dtype bfloat16  # a GPU
 
 Times, as the median of ``--repeats`` calls after ``--warmup`` calls (each call waited for),
-dla-jax's and FCOS's calls taking turns so that a machine whose speed drifts slows both alike:
+dla-jax's and FCOS's calls taking turns so that a machine whose speed drifts slows both alike.
+Each dla / FCOS ratio is the median over the rounds of dla-jax's time over FCOS's in the same
+round, with the range over the rounds beside it. What is timed:
 
 - train step: dla-jax's jitted step (forward, assignment, loss, backward, optimizer update,
   the config's optimizer) against FCOS's forward with targets, backward and an SGD step;
@@ -105,11 +107,11 @@ def synthetic_batch(batch: int, image_hw: tuple[int, int], gts: int, num_classes
           'valid': np.ones((batch, gts), bool)}
 
 
-def interleaved_seconds(calls: dict[str, Callable[[], Any]], repeats: int,
-                        warmup: int) -> dict[str, float]:
-  """Median wall time of each call, the calls taking turns: each round times every call once,
-  in an order rotated by one per round, so that a machine whose speed drifts (a shared VM) slows
-  every contender alike. Each call must wait for its own results."""
+def interleaved_times(calls: dict[str, Callable[[], Any]], repeats: int,
+                      warmup: int) -> dict[str, list[float]]:
+  """Wall seconds of each call in each of ``repeats`` rounds, the calls taking turns: each round
+  times every call once, in an order rotated by one per round, so that a machine whose speed
+  drifts (a shared VM) slows every contender alike. Each call must wait for its own results."""
   names = list(calls)
   for _ in range(warmup):
     for name in names:
@@ -120,7 +122,14 @@ def interleaved_seconds(calls: dict[str, Callable[[], Any]], repeats: int,
       start = time.perf_counter()
       calls[name]()
       times[name].append(time.perf_counter() - start)
-  return {name: statistics.median(t) for name, t in times.items()}
+  return times
+
+
+def interleaved_seconds(calls: dict[str, Callable[[], Any]], repeats: int,
+                        warmup: int) -> dict[str, float]:
+  """Median wall time of each call, timed as ``interleaved_times`` does."""
+  return {name: statistics.median(t)
+          for name, t in interleaved_times(calls, repeats, warmup).items()}
 
 
 def median_seconds(call: Callable[[], Any], repeats: int, warmup: int) -> float:
@@ -274,9 +283,10 @@ def time_side_by_side(config: ml_collections.ConfigDict, batch: dict[str, np.nda
                       fcos_variants: list[str], repeats: int,
                       warmup: int) -> tuple[dict[str, float], dict[str, dict[str, float]]]:
   """dla-jax's and each FCOS build's train step and inference (those of ``parts``), timed
-  interleaved (``interleaved_seconds``), with the train step's peak memory where the device
+  interleaved (``interleaved_times``), with the train step's peak memory where the device
   reports it (FCOS's counts the other builds' resident weights too). Returns dla-jax's figures
-  (with compile seconds and memory) and FCOS's by build."""
+  (with compile seconds and memory) and FCOS's by build, with dla-jax's time over FCOS's in
+  each round (``{part}_ratios``)."""
   dla_part_calls, dla = dla_calls(config, batch, parts)
   fcos = {variant: {} for variant in fcos_variants}
   contenders = {part: {'dla': call} for part, call in dla_part_calls.items()}
@@ -285,8 +295,11 @@ def time_side_by_side(config: ml_collections.ConfigDict, batch: dict[str, np.nda
       if part in contenders:
         contenders[part][variant] = call
   for part, calls in contenders.items():
-    for name, seconds in interleaved_seconds(calls, repeats, warmup).items():
-      (dla if name == 'dla' else fcos[name])[f'{part}_s'] = seconds
+    times = interleaved_times(calls, repeats, warmup)
+    for name, seconds in times.items():
+      (dla if name == 'dla' else fcos[name])[f'{part}_s'] = statistics.median(seconds)
+      if name != 'dla':  # the round's dla-jax call over the same round's FCOS call
+        fcos[name][f'{part}_ratios'] = [d / f for d, f in zip(times['dla'], seconds)]
   peak = _peak_device_bytes()
   if 'train' in contenders and peak is not None:
     dla['train_peak_bytes'] = peak
@@ -312,6 +325,13 @@ def _ratio(a: float | None, b: float | None) -> str:
   return '' if a is None or b is None else f'{a / b:.2f}'
 
 
+def _paired_ratio(ratios: list[float] | None) -> str:
+  """The median of the per-round ratios, with their range."""
+  if not ratios:
+    return ''
+  return f'{statistics.median(ratios):.2f} ({min(ratios):.2f}-{max(ratios):.2f})'
+
+
 def table(config: ml_collections.ConfigDict, dla: dict[str, float],
           fcos: dict[str, dict[str, float]], input_rate: float | None) -> str:
   """The markdown report: one row per measurement, FCOS columns and dla / FCOS ratios."""
@@ -321,19 +341,23 @@ def table(config: ml_collections.ConfigDict, dla: dict[str, float],
                                                                  for n in names]
   lines = ['| ' + ' | '.join(header) + ' |', '|' + ' --- |' * len(header)]
 
-  def row(what, value, key, fmt=_ms):
+  def row(what, value, key, fmt=_ms, ratios_key=None):
     others = [fcos[n].get(key) for n in names]
-    cells = [what, fmt(value)] + [fmt(o) for o in others] + [_ratio(value, o) for o in others]
+    cells = [what, fmt(value)] + [fmt(o) for o in others]
+    if ratios_key:
+      cells += [_paired_ratio(fcos[n].get(ratios_key)) for n in names]
+    else:
+      cells += [_ratio(value, o) for o in others]
     lines.append('| ' + ' | '.join(cells) + ' |')
 
   if 'train_s' in dla or fcos:
-    row('train step (ms)', dla.get('train_s'), 'train_s')
+    row('train step (ms)', dla.get('train_s'), 'train_s', ratios_key='train_ratios')
     per_second = lambda s: '' if s is None else f'{batch / s:.1f}'
     lines.append('| ' + ' | '.join(
         ['train images/s', per_second(dla.get('train_s'))] +
         [per_second(fcos[n].get('train_s')) for n in names] + [''] * len(names)) + ' |')
   if 'infer_s' in dla or fcos:
-    row('inference (ms)', dla.get('infer_s'), 'infer_s')
+    row('inference (ms)', dla.get('infer_s'), 'infer_s', ratios_key='infer_ratios')
   mib = lambda b: '' if b is None else f'{b / 2**20 / batch:.0f}'
   if 'train_peak_bytes' in dla or any('train_peak_bytes' in f for f in fcos.values()):
     row('peak device memory per image, train (MiB)', dla.get('train_peak_bytes'),
