@@ -18,6 +18,7 @@ import jax
 from ml_collections import config_flags
 
 from dla_jax import export
+from dla_jax import host_memory
 from dla_jax import predict
 from dla_jax import train
 
@@ -44,6 +45,10 @@ _DISTRIBUTED = flags.DEFINE_bool(
 _COORDINATOR = flags.DEFINE_string('coordinator_address', None, 'host:port of process 0.')
 _NUM_PROCESSES = flags.DEFINE_integer('num_processes', None, 'Processes in the run.')
 _PROCESS_ID = flags.DEFINE_integer('process_id', None, 'This process, 0..num_processes-1.')
+_KEEP_FREED_MEMORY = flags.DEFINE_bool(
+    'keep_freed_memory', False, 'CPU: have glibc keep freed memory, so that XLA:CPU does not '
+    'fault in its temporaries at every step (faster steps, slower compiles; see '
+    'dla_jax/host_memory.py).')
 
 
 def _require(**values):
@@ -56,6 +61,8 @@ def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'unexpected arguments: {argv[1:]}')
   logging.set_verbosity(logging.WARNING)
+  if _KEEP_FREED_MEMORY.value and not host_memory.keep_freed_memory():  # before JAX's backend
+    raise app.UsageError('--keep_freed_memory needs glibc (mallopt)')
   mode, workdir, config = _MODE.value, _WORKDIR.value, _CONFIG.value
   if _WEIGHTS.value and mode not in ('evaluate', 'predict'):
     raise app.UsageError(f'--weights is for --mode evaluate or predict, not {mode}')

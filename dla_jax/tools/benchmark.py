@@ -49,6 +49,7 @@ from ml_collections import config_flags
 import numpy as np
 
 from dla_jax import assign as assign_lib
+from dla_jax import host_memory
 from dla_jax import optim
 from dla_jax import step as step_lib
 from dla_jax import train as train_lib
@@ -68,6 +69,9 @@ _REPEATS = flags.DEFINE_integer('repeats', 5, 'Timed calls per measurement.')
 _WARMUP = flags.DEFINE_integer('warmup', 2, 'Untimed calls before timing.')
 _PARTS = flags.DEFINE_list('parts', ['train', 'infer', 'assign', 'input', 'fcos'],
                            'What to time: train, infer, assign, input, fcos.')
+_KEEP_FREED_MEMORY = flags.DEFINE_bool(
+    'keep_freed_memory', False, 'Have glibc keep freed memory (dla_jax/host_memory.py), for '
+    'both contenders: XLA:CPU then does not fault in its temporaries at every call.')
 _FCOS_VARIANT = flags.DEFINE_enum('fcos_variant', 'no_weights',
                                   ['no_weights', 'imagenet_recipe', 'both'],
                                   'Which torchvision FCOS build to time (see the module doc).')
@@ -381,6 +385,8 @@ def table(config: ml_collections.ConfigDict, dla: dict[str, float],
 
 def main(argv):
   del argv
+  if _KEEP_FREED_MEMORY.value and not host_memory.keep_freed_memory():  # before JAX's backend
+    raise app.UsageError('--keep_freed_memory needs glibc (mallopt)')
   hw = tuple(int(s) for s in _IMAGE_SIZE.value)
   config = benchmark_config(_CONFIG.value, hw, _BATCH.value, _GTS.value, _DTYPE.value)
   train_lib.check_config(config, jax.local_device_count())
@@ -399,7 +405,8 @@ def main(argv):
   input_rate = input_images_per_second(config, 4) if 'input' in parts else None
   print(f'{config.model.backbone} FPN, {hw[0]}x{hw[1]}, batch {_BATCH.value}, '
         f'{_GTS.value} GTs per image, {config.model.dtype}, {config.assigner.name}; median of '
-        f'{_REPEATS.value} after {_WARMUP.value} warm-up calls, dla-jax and FCOS taking turns.')
+        f'{_REPEATS.value} after {_WARMUP.value} warm-up calls, dla-jax and FCOS taking turns'
+        f'{"; freed memory kept (--keep_freed_memory)" if _KEEP_FREED_MEMORY.value else ""}.')
   print(f'Machine: {machine()}\n')
   print(table(config, dla, fcos, input_rate))
 
