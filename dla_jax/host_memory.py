@@ -8,7 +8,8 @@ in fresh pages, which the kernel zeroes first. On the 2-core development machine
 - an inference call faulted 80,000 pages (313 MiB) and spent 0.11 s of CPU in the kernel;
 - a train step faulted 347,000 pages (1.36 GiB) and spent 0.53 s there.
 
-After ``keep_freed_memory`` neither faults after its first call. Inference took 628-641
+After ``keep_freed_memory`` most calls fault nothing after the first (a kernel that reclaims
+idle pages can still take some of the kept heap back between calls). Inference took 628-641
 against 664-755 ms, and the train step 1898-1952 against 1932-2142 ms (alternating runs).
 
 The price:
@@ -30,20 +31,22 @@ _M_MMAP_MAX = -4
 _M_ARENA_MAX = -8
 
 
-def keep_freed_memory() -> bool:
+def keep_freed_memory() -> None:
   """Has glibc keep freed memory for reuse: one arena, no mmap, and the heap never trimmed.
 
   Call it before JAX starts its backend, that is before the first computation or device query.
   Threads that have allocated already keep their own arenas, and those still unmap large
   blocks. Process-wide and irreversible.
 
-  Returns:
-    False where the C library has no ``mallopt`` (not glibc) or refused a setting.
+  Raises:
+    RuntimeError: the C library has no ``mallopt`` (not glibc) or refused a setting.
   """
   try:
     mallopt = ctypes.CDLL('libc.so.6').mallopt
-  except (OSError, AttributeError):
-    return False
+  except (OSError, AttributeError) as e:
+    raise RuntimeError(f'keep_freed_memory needs glibc\'s mallopt: {e}') from e
   # A trim threshold of -1 is SIZE_MAX to glibc: the top of the heap is never given back.
-  settings = ((_M_ARENA_MAX, 1), (_M_MMAP_MAX, 0), (_M_TRIM_THRESHOLD, -1))
-  return all(mallopt(parameter, value) == 1 for parameter, value in settings)
+  for name, parameter, value in (('M_ARENA_MAX', _M_ARENA_MAX, 1), ('M_MMAP_MAX', _M_MMAP_MAX, 0),
+                                 ('M_TRIM_THRESHOLD', _M_TRIM_THRESHOLD, -1)):
+    if mallopt(parameter, value) != 1:
+      raise RuntimeError(f'mallopt refused {name} = {value}')

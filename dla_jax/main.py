@@ -61,8 +61,8 @@ def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'unexpected arguments: {argv[1:]}')
   logging.set_verbosity(logging.WARNING)
-  if _KEEP_FREED_MEMORY.value and not host_memory.keep_freed_memory():  # before JAX's backend
-    raise app.UsageError('--keep_freed_memory needs glibc (mallopt)')
+  if _KEEP_FREED_MEMORY.value:
+    host_memory.keep_freed_memory()  # before JAX starts its backend
   mode, workdir, config = _MODE.value, _WORKDIR.value, _CONFIG.value
   if _WEIGHTS.value and mode not in ('evaluate', 'predict'):
     raise app.UsageError(f'--weights is for --mode evaluate or predict, not {mode}')

@@ -129,16 +129,9 @@ def interleaved_times(calls: dict[str, Callable[[], Any]], repeats: int,
   return times
 
 
-def interleaved_seconds(calls: dict[str, Callable[[], Any]], repeats: int,
-                        warmup: int) -> dict[str, float]:
-  """Median wall time of each call, timed as ``interleaved_times`` does."""
-  return {name: statistics.median(t)
-          for name, t in interleaved_times(calls, repeats, warmup).items()}
-
-
 def median_seconds(call: Callable[[], Any], repeats: int, warmup: int) -> float:
   """Median wall time of ``call()``; ``call`` must wait for its own results."""
-  return interleaved_seconds({'call': call}, repeats, warmup)['call']
+  return statistics.median(interleaved_times({'call': call}, repeats, warmup)['call'])
 
 
 def _compile(jitted, *args) -> tuple[Any, float]:
@@ -385,8 +378,8 @@ def table(config: ml_collections.ConfigDict, dla: dict[str, float],
 
 def main(argv):
   del argv
-  if _KEEP_FREED_MEMORY.value and not host_memory.keep_freed_memory():  # before JAX's backend
-    raise app.UsageError('--keep_freed_memory needs glibc (mallopt)')
+  if _KEEP_FREED_MEMORY.value:
+    host_memory.keep_freed_memory()  # before JAX starts its backend
   hw = tuple(int(s) for s in _IMAGE_SIZE.value)
   config = benchmark_config(_CONFIG.value, hw, _BATCH.value, _GTS.value, _DTYPE.value)
   train_lib.check_config(config, jax.local_device_count())
