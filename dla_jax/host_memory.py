@@ -1,42 +1,48 @@
-"""Host memory reuse: glibc told to keep the memory a program frees instead of unmapping it.
+"""Host memory reuse: the memory XLA:CPU frees after a call kept for the next one.
 
 XLA:CPU allocates a compiled program's temporaries with malloc in every call and frees them
 after it. glibc serves blocks that large with mmap and unmaps them on free. So each call faults
 in fresh pages, which the kernel zeroes first. On the 2-core development machine (R50-FPN at
 512 x 512, batch 2, float32, 2026-11-28):
 
-- an inference call faulted 80,000 pages (313 MiB) and spent 0.11 s of CPU in the kernel;
+- an inference call faulted 80,000 pages (313 MiB) and spent 0.11-0.13 s of CPU in the kernel;
 - a train step faulted 347,000 pages (1.36 GiB) and spent 0.53 s there.
 
-After ``keep_freed_memory`` most calls fault nothing after the first (a kernel that reclaims
-idle pages can still take some of the kept heap back between calls). Inference took 628-641
-against 664-755 ms, and the train step 1898-1952 against 1932-2142 ms (alternating runs).
+``keep_freed_memory`` stops it in two steps:
 
-The price:
+- glibc is told never to mmap a block and never to give the top of its heap back (mallopt's
+  M_MMAP_MAX = 0 and M_TRIM_THRESHOLD = SIZE_MAX). That holds for glibc's main arena only:
+  the arenas of other threads still map large blocks, whatever M_MMAP_MAX says, when their
+  64 MiB heaps cannot hold them.
+- JAX runs single-device CPU programs inline, in the calling thread, instead of handing them
+  to a worker thread (``jax_cpu_enable_async_dispatch`` off). Called from the main thread, the
+  program's temporaries then come from the main arena, which keeps and reuses them.
 
-- Every thread shares one malloc arena. Only glibc's main arena reuses large blocks without
-  mmap. That slows XLA's multi-threaded compiles by about a third: the train step took 21.2
-  against 15.7 s, and inference 8.9 against 6.1 s.
-- The process keeps its peak memory until it exits.
+Inference then faulted nothing per call, and took 642 against 690 ms; compiles took as long as
+before (5.7 against 5.8 s). An earlier version put every thread on the main arena instead
+(M_ARENA_MAX = 1); the faults went as well, but XLA's multi-threaded compiles then contended
+for that one arena and took a third longer.
 
-The entry points take it as ``--keep_freed_memory``. On GPU and TPU, device memory is not
-malloc's, so it buys nothing there.
+The price: the process keeps its peak heap until it exits, and the Python thread waits for each
+CPU call (the input pipeline loads in its own threads, so training loses no overlap). Only
+single-device CPU programs called from the main thread gain; multi-device CPU programs still
+run on worker threads. On GPU and TPU device memory is not malloc's, so it buys nothing there.
 """
 
 import ctypes
 
+import jax
+
 # mallopt's parameters, from glibc's malloc.h.
 _M_TRIM_THRESHOLD = -1
 _M_MMAP_MAX = -4
-_M_ARENA_MAX = -8
 
 
 def keep_freed_memory() -> None:
-  """Has glibc keep freed memory for reuse: one arena, no mmap, and the heap never trimmed.
+  """Has the main thread's CPU calls reuse freed memory: no mmap, no trimming, inline dispatch.
 
-  Call it before JAX starts its backend, that is before the first computation or device query.
-  Threads that have allocated already keep their own arenas, and those still unmap large
-  blocks. Process-wide and irreversible.
+  Call it before JAX starts its backend (before the first computation or device query), and
+  make the calls that should gain from the main thread. Process-wide and irreversible.
 
   Raises:
     RuntimeError: the C library has no ``mallopt`` (not glibc) or refused a setting.
@@ -46,7 +52,8 @@ def keep_freed_memory() -> None:
   except (OSError, AttributeError) as e:
     raise RuntimeError(f'keep_freed_memory needs glibc\'s mallopt: {e}') from e
   # A trim threshold of -1 is SIZE_MAX to glibc: the top of the heap is never given back.
-  for name, parameter, value in (('M_ARENA_MAX', _M_ARENA_MAX, 1), ('M_MMAP_MAX', _M_MMAP_MAX, 0),
+  for name, parameter, value in (('M_MMAP_MAX', _M_MMAP_MAX, 0),
                                  ('M_TRIM_THRESHOLD', _M_TRIM_THRESHOLD, -1)):
     if mallopt(parameter, value) != 1:
       raise RuntimeError(f'mallopt refused {name} = {value}')
+  jax.config.update('jax_cpu_enable_async_dispatch', False)

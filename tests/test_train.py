@@ -61,7 +61,7 @@ def test_main_trains_evaluates_and_predicts(few_images, tmp_path, assigner):
   drawn = tmp_path / 'drawn'
   out = _run('--mode', 'predict', '--config', 'configs/shapes_tiny.py', '--workdir', workdir,
              '--images', os.path.join(images, '00000[01].png'), '--out', str(drawn),
-             '--keep_freed_memory', *overrides)
+             '--nokeep_freed_memory', *overrides)
   assert sorted(os.listdir(drawn)) == ['000000.png', '000001.png']
   exported = str(tmp_path / 'export')
   out = _run('--mode', 'export', '--config', 'configs/shapes_tiny.py', '--workdir', workdir,

@@ -59,9 +59,10 @@ def build_detector(config: ml_collections.ConfigDict) -> Detector:
   if config.data.num_classes < 1:
     raise ValueError(f'data.num_classes: must be at least 1, got {config.data.num_classes}')
   conv = conv_lib.conv_function(m.conv_impl)
+  on_cpu = jax.default_backend() == 'cpu'
   return Detector(
       backbone=resnet.ResNet(m.backbone, m.backbone_width, m.frozen_stages, m.backbone_norm,
-                             m.gn_groups, dtype, conv),
+                             m.gn_groups, dtype, conv, fusion_barriers=on_cpu),
       fpn=fpn_lib.FPN(m.fpn_channels, dtype, conv),
       head=head_lib.DLAHead(config.data.num_classes, m.head_channels, m.head_convs, m.gn_groups,
                             m.metric_channels, len(fpn_lib.STRIDES), m.prior, m.prior_prob, dtype,

@@ -21,6 +21,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from dla_jax.models import fusion_barrier
+
 BN_EPS = 1e-5  # torchvision's BatchNorm2d and FrozenBatchNorm2d.
 NORMS = ('frozen_bn', 'group_norm')
 
@@ -90,12 +92,13 @@ class BasicBlock(nn.Module):
   norm: Callable[..., nn.Module]
 
   @nn.compact
-  def __call__(self, x: jax.Array) -> jax.Array:
+  def __call__(self, x: jax.Array, one: jax.Array | None = None) -> jax.Array:
+    """x: [B, H, W, C] -> [B, H/stride, W/stride, planes]; ``one``: see ``_block_output``."""
     y = self.conv(self.planes, 3, self.stride, name='conv1')(x)
     y = nn.relu(self.norm(name='bn1')(y))
     y = self.conv(self.planes, 3, 1, name='conv2')(y)
     y = self.norm(name='bn2')(y)
-    return nn.relu(y + _shortcut(x, self.planes, self.stride, self.conv, self.norm))
+    return _block_output(y + _shortcut(x, self.planes, self.stride, self.conv, self.norm), one)
 
 
 class Bottleneck(nn.Module):
@@ -108,7 +111,8 @@ class Bottleneck(nn.Module):
   width_per_group: int = 64
 
   @nn.compact
-  def __call__(self, x: jax.Array) -> jax.Array:
+  def __call__(self, x: jax.Array, one: jax.Array | None = None) -> jax.Array:
+    """x: [B, H, W, C] -> [B, H/stride, W/stride, 4 planes]; ``one``: see ``_block_output``."""
     width = self.planes * self.width_per_group // 64 * self.groups
     y = self.conv(width, 1, 1, name='conv1')(x)
     y = nn.relu(self.norm(name='bn1')(y))
@@ -116,7 +120,15 @@ class Bottleneck(nn.Module):
     y = nn.relu(self.norm(name='bn2')(y))
     y = self.conv(self.planes * 4, 1, 1, name='conv3')(y)
     y = self.norm(name='bn3')(y)
-    return nn.relu(y + _shortcut(x, self.planes * 4, self.stride, self.conv, self.norm))
+    return _block_output(y + _shortcut(x, self.planes * 4, self.stride, self.conv, self.norm),
+                         one)
+
+
+def _block_output(residual_sum: jax.Array, one: jax.Array | None) -> jax.Array:
+  """ReLU of a block's residual sum, behind a fusion barrier when ``one`` (a runtime 1) is
+  given, so that the next block reads it instead of recomputing the stage's residual chain."""
+  y = nn.relu(residual_sum)
+  return y if one is None else fusion_barrier.barrier(y, one)
 
 
 def _shortcut(x: jax.Array, features: int, stride: int, conv: Callable[..., nn.Conv],
@@ -142,6 +154,7 @@ class ResNet(nn.Module):
     gn_groups: GroupNorm groups when ``norm='group_norm'``.
     dtype: compute dtype.
     conv_general_dilated: the convolution (``models.conv``), None for ``lax``'s.
+    fusion_barriers: put each block's output behind a ``models.fusion_barrier`` (for XLA:CPU).
   """
   arch: str
   width: int = 64
@@ -150,6 +163,7 @@ class ResNet(nn.Module):
   gn_groups: int = 32
   dtype: Any = jnp.float32
   conv_general_dilated: Callable | None = None
+  fusion_barriers: bool = False
 
   @nn.compact
   def __call__(self, images: jax.Array) -> list[jax.Array]:
@@ -166,6 +180,7 @@ class ResNet(nn.Module):
     x = conv(self.width, 7, 2, name='conv1')(images.astype(self.dtype))
     x = nn.relu(norm(name='bn1')(x))
     x = nn.max_pool(x, (3, 3), (2, 2), padding=((1, 1), (1, 1)))
+    one = fusion_barrier.runtime_one(x) if self.fusion_barriers else None
     if self.frozen_stages >= 0:
       x = jax.lax.stop_gradient(x)
     features = []
@@ -176,9 +191,9 @@ class ResNet(nn.Module):
         name = f'layer{stage + 1}_{i}'
         if spec.bottleneck:
           x = Bottleneck(planes, stride, conv, norm, spec.groups, spec.width_per_group,
-                         name=name)(x)
+                         name=name)(x, one)
         else:
-          x = BasicBlock(planes, stride, conv, norm, name=name)(x)
+          x = BasicBlock(planes, stride, conv, norm, name=name)(x, one)
       if stage + 1 <= self.frozen_stages:
         x = jax.lax.stop_gradient(x)
       features.append(x)

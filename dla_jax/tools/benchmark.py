@@ -70,8 +70,9 @@ _WARMUP = flags.DEFINE_integer('warmup', 2, 'Untimed calls before timing.')
 _PARTS = flags.DEFINE_list('parts', ['train', 'infer', 'assign', 'input', 'fcos'],
                            'What to time: train, infer, assign, input, fcos.')
 _KEEP_FREED_MEMORY = flags.DEFINE_bool(
-    'keep_freed_memory', False, 'Have glibc keep freed memory (dla_jax/host_memory.py), for '
-    'both contenders: XLA:CPU then does not fault in its temporaries at every call.')
+    'keep_freed_memory', True, 'Keep the memory XLA:CPU frees for its next call '
+    '(dla_jax/host_memory.py), for both contenders, as dla_jax.main does by default; '
+    '--nokeep_freed_memory times without it.')
 _FCOS_VARIANT = flags.DEFINE_enum('fcos_variant', 'no_weights',
                                   ['no_weights', 'imagenet_recipe', 'both'],
                                   'Which torchvision FCOS build to time (see the module doc).')
@@ -399,7 +400,7 @@ def main(argv):
   print(f'{config.model.backbone} FPN, {hw[0]}x{hw[1]}, batch {_BATCH.value}, '
         f'{_GTS.value} GTs per image, {config.model.dtype}, {config.assigner.name}; median of '
         f'{_REPEATS.value} after {_WARMUP.value} warm-up calls, dla-jax and FCOS taking turns'
-        f'{"; freed memory kept (--keep_freed_memory)" if _KEEP_FREED_MEMORY.value else ""}.')
+        f'{"" if _KEEP_FREED_MEMORY.value else "; freed memory not kept (--nokeep_freed_memory)"}.')
   print(f'Machine: {machine()}\n')
   print(table(config, dla, fcos, input_rate))
 
