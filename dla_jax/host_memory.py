@@ -5,8 +5,9 @@ after it. glibc serves blocks that large with mmap and unmaps them on free. So e
 in fresh pages, which the kernel zeroes first. On the 2-core development machine (R50-FPN at
 512 x 512, batch 2, float32, 2026-11-28):
 
-- an inference call faulted 80,000 pages (313 MiB) and spent 0.11-0.13 s of CPU in the kernel;
-- a train step faulted 347,000 pages (1.36 GiB) and spent 0.53 s there.
+- an inference call faulted 61,900 pages (242 MiB; 80,000 before ``models.fusion_barrier``)
+  and spent 0.10 s of CPU in the kernel;
+- a train step faulted 351,500 pages (1.37 GiB) and spent 0.55 s there.
 
 ``keep_freed_memory`` stops it in two steps:
 
@@ -18,8 +19,9 @@ in fresh pages, which the kernel zeroes first. On the 2-core development machine
   to a worker thread (``jax_cpu_enable_async_dispatch`` off). Called from the main thread, the
   program's temporaries then come from the main arena, which keeps and reuses them.
 
-Inference then faulted nothing per call, and took 642 against 690 ms; compiles took as long as
-before (5.7 against 5.8 s). An earlier version put every thread on the main arena instead
+Inference then faulted nothing per call and took 641 against 700 ms; a train step faulted
+17,100 pages and took 1955 against 2140 ms; compiles took as long as before (5.5 against 6.0 s
+and 17.0 against 16.6 s). An earlier version put every thread on the main arena instead
 (M_ARENA_MAX = 1); the faults went as well, but XLA's multi-threaded compiles then contended
 for that one arena and took a third longer.
 
