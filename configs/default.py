@@ -49,10 +49,13 @@ def get_config() -> ml_collections.ConfigDict:
   data.source = 'coco_json'
   # Cache root for generated shapes data and TFDS exports; '' is ~/.cache/dla_jax.
   data.cache_dir = ''
-  data.train_images = 'data/coco/train2017'
-  data.train_annotations = 'data/coco/annotations/instances_train2017.json'
-  data.val_images = 'data/coco/val2017'
-  data.val_annotations = 'data/coco/annotations/instances_val2017.json'
+  # Relative paths of the coco_json and tfds sources are relative to this folder; a relative
+  # root is relative to the working directory.
+  data.root = 'data'
+  data.train_images = 'coco/train2017'
+  data.train_annotations = 'coco/annotations/instances_train2017.json'
+  data.val_images = 'coco/val2017'
+  data.val_annotations = 'coco/annotations/instances_val2017.json'
   # TFDS: a dataset the user prepared in tfds_data_dir ('' is TFDS's default folder).
   data.tfds_name = 'coco/2017'
   data.tfds_data_dir = ''
@@ -130,4 +133,7 @@ def get_config() -> ml_collections.ConfigDict:
   train.eval_every_epochs = 0
   train.checkpoint_every = 2000
   train.keep_checkpoints = 3
+  # Stop at start-up when JAX would compute on the CPU (an accelerator build of JAX missing, or
+  # no usable device): on for COCO, off for the CPU-sized shapes configs.
+  train.require_accelerator = True
   return config

@@ -1,6 +1,6 @@
 """DLA, ResNet-101-FPN, 2x schedule with multi-scale training on COCO (paper: 44.6 AP)."""
 
-from configs import default
+from dla_jax.configs import default
 
 
 def get_config():

@@ -1,6 +1,6 @@
 """DLA, ResNet-50-FPN, anchor-free, 1x schedule on COCO 2017 (paper: 40.3 AP on val2017)."""
 
-from configs import default
+from dla_jax.configs import default
 
 
 def get_config():

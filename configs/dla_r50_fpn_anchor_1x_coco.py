@@ -1,6 +1,6 @@
 """DLA, ResNet-50-FPN, anchor-based (one square anchor per location, delta encoding), 1x COCO."""
 
-from configs import default
+from dla_jax.configs import default
 
 
 def get_config():

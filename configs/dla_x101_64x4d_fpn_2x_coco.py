@@ -1,6 +1,6 @@
 """DLA, ResNeXt-101 64x4d-FPN, 2x schedule with multi-scale training (paper: 46.5 AP test-dev)."""
 
-from configs import default
+from dla_jax.configs import default
 
 
 def get_config():

@@ -7,7 +7,7 @@ goes 1.0, 0.966, 0.944, 0.929, 0.919, 0.913 (eq. 2). Evaluates every 2 epochs fo
 curves.
 """
 
-from configs import shapes_tiny
+from dla_jax.configs import shapes_tiny
 
 
 def get_config():

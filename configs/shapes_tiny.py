@@ -1,6 +1,6 @@
 """Tiny DLA for the built-in synthetic shapes data: a narrow ResNet-18 at 128 px, CPU-sized."""
 
-from configs import default
+from dla_jax.configs import default
 
 
 def get_config():
@@ -35,4 +35,5 @@ def get_config():
   config.optim.decay_epochs = (9, 10.5)
   config.train.global_batch = 16
   config.train.log_every = 250
+  config.train.require_accelerator = False
   return config

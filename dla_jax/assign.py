@@ -34,6 +34,7 @@ import jax.numpy as jnp
 import ml_collections
 
 from dla_jax import boxes as box_ops
+from dla_jax import errors
 
 # ATSS keeps a candidate only if its centre is more than this many pixels inside every side.
 INSIDE_MARGIN = 0.01
@@ -134,7 +135,7 @@ def candidate_bags(anchors: jnp.ndarray,
     The ``CandidateBags`` of the image.
   """
   if name not in ASSIGNERS:
-    raise ValueError(f'assigner.name must be one of {ASSIGNERS}, got {name!r}')
+    raise errors.ConfigError(f'assigner.name must be one of {ASSIGNERS}, got {name!r}')
   anchors, centers = jnp.asarray(anchors), jnp.asarray(centers)
   indices = _nearest_per_level(centers, gt_boxes, level_sizes, topk)
   gt = gt_boxes[:, None, :]
@@ -253,6 +254,6 @@ def alpha_schedule(step: jnp.ndarray, steps_per_epoch: int, config: ml_collectio
   elif config.alpha_schedule == 'continuous':
     t = step.astype(jnp.float32) / steps_per_epoch
   else:
-    raise ValueError(f'unknown assigner.alpha_schedule {config.alpha_schedule!r}')
+    raise errors.ConfigError(f'unknown assigner.alpha_schedule {config.alpha_schedule!r}')
   alpha0 = config.alpha0
   return (1.0 - alpha0) * jnp.exp(-t / math.sqrt(total_epochs)) + alpha0

@@ -4,21 +4,30 @@ orbax's CheckpointManager writes each step into a temporary folder and renames i
 (atomic), asynchronously so that training goes on while the files are written, and keeps the
 last ``keep``. The input iterator's position is saved beside the state as json, so a resumed run
 sees exactly the batches it would have seen.
+
+Every process of a run resumes from the same step. Process 0 lists the steps, newest first;
+each process reads a step on its own (into host memory, so that one that fails cannot leave the
+others waiting in orbax's restore barrier), and all of them take the first step that every one
+of them could read. A checkpoint damaged on one host sends every process to the step before it,
+never that host alone.
 """
 
-import os
 from typing import Any
 
 from absl import logging
 import jax
+from jax.experimental import multihost_utils
+import numpy as np
 import orbax.checkpoint as ocp
+
+from dla_jax import workdir as workdir_lib
 
 
 class Checkpoints:
   """Save and restore of (train state, input iterator state) by step."""
 
   def __init__(self, workdir: str, keep: int = 3):
-    self.directory = os.path.join(os.path.abspath(workdir), 'checkpoints')
+    self.directory = str(workdir_lib.path(workdir) / 'checkpoints')
     self._manager = ocp.CheckpointManager(
         self.directory, item_names=('state', 'data'),
         options=ocp.CheckpointManagerOptions(max_to_keep=keep, create=True,
@@ -37,27 +46,44 @@ class Checkpoints:
     """(state, iterator state, step) of ``step``, laid out like ``template`` (arrays with
     shardings); None when there is no checkpoint.
 
-    Without ``step``, the latest readable checkpoint: one that cannot be read (truncated or
-    corrupt files) is reported and the one before it is tried, so a damaged last save does not
-    put a preempted job into a crash loop.
+    Without ``step``, the newest checkpoint every process can read: one that cannot be read
+    (truncated or corrupt files) is reported and every process tries the one before it, so a
+    damaged last save does not put a preempted job into a crash loop.
 
     Raises:
       ValueError: ``step`` was asked for and cannot be read, or no checkpoint can be read.
     """
-    steps = [step] if step is not None else sorted(self._manager.all_steps(), reverse=True)
-    abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, template)
-    for s in steps:
-      try:
-        restored = self._manager.restore(s, args=ocp.args.Composite(
-            state=ocp.args.StandardRestore(abstract), data=ocp.args.JsonRestore()))
-      except Exception as e:  # pylint: disable=broad-except  (orbax raises many kinds)
-        message = f'checkpoint {s} in {self.directory} cannot be read: {type(e).__name__}: {e}'
+    steps = [step] if step is not None else _steps_of_process_0(self._manager)
+    on_host = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), template)
+    reader = _single_process_reader(self.directory)
+    try:
+      for s in steps:
+        try:
+          restored = reader.restore(s, args=ocp.args.Composite(
+              state=ocp.args.PyTreeRestore(
+                  item=on_host,
+                  restore_args=jax.tree.map(lambda _: ocp.RestoreArgs(restore_type=np.ndarray),
+                                            on_host)),
+              data=ocp.args.JsonRestore()))
+          error = None
+        except Exception as e:  # pylint: disable=broad-except  (orbax raises many kinds)
+          restored, error = None, f'{type(e).__name__}: {e}'
+          print(f'checkpoint {s} in {self.directory} cannot be read on process '
+                f'{jax.process_index()}: {error}', flush=True)
+        failed = _processes_that_failed(error is None)
+        if not failed:
+          logging.info('restored step %d from %s', s, self.directory)
+          state = jax.tree.map(lambda x, t: jax.device_put(x, t.sharding),
+                               restored['state'], template)
+          return state, dict(restored['data'] or {}), s
+        message = (f'checkpoint {s} in {self.directory} cannot be read'
+                   f'{f" on processes {failed}" if jax.process_count() > 1 else ""}')
         if step is not None:
-          raise ValueError(message) from e
-        print(f'{message}; trying the one before it', flush=True)
-        continue
-      logging.info('restored step %d from %s', s, self.directory)
-      return restored['state'], dict(restored['data'] or {}), s
+          raise ValueError(f'{message}: {error}' if error else message)
+        if jax.process_index() == 0:
+          print(f'{message}; every process tries the one before it', flush=True)
+    finally:
+      reader.close()
     if steps:
       raise ValueError(f'no checkpoint in {self.directory} can be read (steps {steps})')
     return None
@@ -82,3 +108,30 @@ class Checkpoints:
 
   def close(self) -> None:
     self._manager.close()
+
+
+def _steps_of_process_0(manager: ocp.CheckpointManager) -> list[int]:
+  """Process 0's saved steps, newest first, on every process."""
+  steps = sorted(manager.all_steps(), reverse=True)
+  if jax.process_count() == 1:
+    return steps
+  count = int(multihost_utils.broadcast_one_to_all(np.int32(len(steps))))
+  mine = np.array((steps + [-1] * count)[:count], np.int32)
+  return [int(s) for s in multihost_utils.broadcast_one_to_all(mine)]
+
+
+def _processes_that_failed(ok: bool) -> list[int]:
+  """The processes whose ``ok`` is False (every process calls this together)."""
+  if jax.process_count() == 1:
+    return [] if ok else [0]
+  oks = multihost_utils.process_allgather(np.array(ok))
+  return [int(i) for i in np.flatnonzero(~oks)]
+
+
+def _single_process_reader(directory: str) -> ocp.CheckpointManager:
+  """A manager to read with, whose barriers involve this process alone."""
+  me = jax.process_index()
+  return ocp.CheckpointManager(directory, item_names=('state', 'data'), options=(
+      ocp.CheckpointManagerOptions(create=False, multiprocessing_options=(
+          ocp.options.MultiprocessingOptions(primary_host=me, active_processes={me},
+                                             barrier_sync_key_prefix=f'restore_{me}')))))

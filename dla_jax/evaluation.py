@@ -4,9 +4,9 @@ category ids, a results json, and the 12 standard AP/AR numbers."""
 import contextlib
 import io
 import json
-import os
 from typing import Mapping, Sequence
 
+from etils import epath
 import numpy as np
 from pycocotools import coco as coco_lib
 from pycocotools import cocoeval
@@ -42,16 +42,16 @@ def to_coco_results(boxes: np.ndarray, scores: np.ndarray, labels: np.ndarray,
 
 
 def coco_metrics(ground_truth: coco_lib.COCO, results: list[dict],
-                 results_path: str | None = None) -> dict[str, float]:
+                 results_path: str | epath.Path | None = None) -> dict[str, float]:
   """The 12 COCO box metrics of ``results`` against ``ground_truth`` (all its images).
 
   Writes ``results`` as json to ``results_path`` when given. With no detection at all, every
   metric is 0 (pycocotools cannot load an empty result list).
   """
   if results_path:
-    os.makedirs(os.path.dirname(os.path.abspath(results_path)), exist_ok=True)
-    with open(results_path, 'w') as f:
-      json.dump(results, f)
+    results_path = epath.Path(results_path)
+    results_path.parent.mkdir(parents=True, exist_ok=True)
+    results_path.write_text(json.dumps(results))
   if not results:
     return {name: 0.0 for name in METRIC_NAMES}
   with contextlib.redirect_stdout(io.StringIO()):

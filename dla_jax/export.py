@@ -14,15 +14,15 @@ training checkpoints, so a folder that exists is whole.
 
 import dataclasses
 import json
-import os
-import shutil
 from typing import Any
 
 import jax
 import ml_collections
 import orbax.checkpoint as ocp
 
+from dla_jax import errors
 from dla_jax import train
+from dla_jax import workdir as workdir_lib
 
 
 @dataclasses.dataclass(frozen=True)
@@ -50,25 +50,24 @@ def export(config: ml_collections.ConfigDict, workdir: str, out: str,
   the export folder ``out`` and returns that step.
 
   Raises:
-    FileExistsError: ``out`` exists (an export is never overwritten).
-    FileNotFoundError: ``workdir`` has no checkpoint.
+    FlagError: ``out`` exists (an export is never overwritten), or ``workdir`` has no
+      checkpoint.
   """
-  out = os.path.abspath(out)
-  if os.path.exists(out):
-    raise FileExistsError(f'--out {out} exists; exports are not overwritten')
+  folder = workdir_lib.path(out)
+  if folder.exists():
+    raise errors.FlagError(f'--out {folder} exists; exports are not overwritten')
   params, batch_stats, step = train.restore_weights(config, workdir, step)
   if jax.process_index() == 0:
-    os.makedirs(out)
-    with open(os.path.join(out, 'config.json'), 'w') as f:
-      f.write(config.to_json(indent=2))
-    with open(os.path.join(out, 'export.json'), 'w') as f:
-      json.dump({'step': step, 'workdir': os.path.abspath(workdir)}, f)
-    classes = os.path.join(workdir, 'classes.json')
-    if os.path.exists(classes):
-      shutil.copy(classes, out)
+    folder.mkdir(parents=True)
+    (folder / 'config.json').write_text(config.to_json(indent=2))
+    (folder / 'export.json').write_text(json.dumps(
+        {'step': step, 'workdir': str(workdir_lib.path(workdir))}))
+    classes = workdir_lib.path(workdir) / 'classes.json'
+    if classes.exists():
+      (folder / 'classes.json').write_text(classes.read_text())
   checkpointer = ocp.StandardCheckpointer()
   weights = {'params': params, 'batch_stats': batch_stats}
-  checkpointer.save(os.path.join(out, 'weights'), {k: v for k, v in weights.items() if v})
+  checkpointer.save(folder / 'weights', {k: v for k, v in weights.items() if v})
   checkpointer.wait_until_finished()
   return step
 
@@ -77,17 +76,15 @@ def load(path: str) -> Exported:
   """The export folder ``path``, its weights on the first local device.
 
   Raises:
-    FileNotFoundError: ``path`` is not an export folder (names the missing file).
+    FlagError: ``path`` is not an export folder (names the missing file).
   """
-  path = os.path.abspath(path)
+  folder = workdir_lib.path(path)
   for name in ('config.json', 'export.json', 'weights'):
-    if not os.path.exists(os.path.join(path, name)):
-      raise FileNotFoundError(f'--weights {path}: not an export folder, {name} is missing')
-  with open(os.path.join(path, 'config.json')) as f:
-    config = ml_collections.ConfigDict(_tuples(json.load(f)))
-  with open(os.path.join(path, 'export.json')) as f:
-    step = json.load(f)['step']
-  weights = ocp.StandardCheckpointer().restore(os.path.join(path, 'weights'),
+    if not (folder / name).exists():
+      raise errors.FlagError(f'--weights {folder}: not an export folder, {name} is missing')
+  config = ml_collections.ConfigDict(_tuples(json.loads((folder / 'config.json').read_text())))
+  step = json.loads((folder / 'export.json').read_text())['step']
+  weights = ocp.StandardCheckpointer().restore(folder / 'weights',
                                                train.weights_template(config))
   return Exported(config, weights['params'], weights.get('batch_stats', {}), step,
-                  train.read_classes(path, config.data.num_classes))
+                  train.read_classes(str(folder), config.data.num_classes))

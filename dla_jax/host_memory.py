@@ -28,11 +28,19 @@ for that one arena and took a third longer.
 The price: the process keeps its peak heap until it exits, and the Python thread waits for each
 CPU call (the input pipeline loads in its own threads, so training loses no overlap). Only
 single-device CPU programs called from the main thread gain; multi-device CPU programs still
-run on worker threads. On GPU and TPU device memory is not malloc's, so it buys nothing there.
+run on worker threads. On GPU and TPU device memory is not malloc's, so it buys nothing there
+and would only pin the host process at its peak heap: ``keep_freed_memory`` acts only on Linux
+with glibc when JAX computes on the CPU, and says in one log line why it did nothing elsewhere.
 """
 
 import ctypes
+import importlib.metadata
+import importlib.util
+import os
+import platform
+import sys
 
+from absl import logging
 import jax
 
 # mallopt's parameters, from glibc's malloc.h.
@@ -40,22 +48,52 @@ _M_TRIM_THRESHOLD = -1
 _M_MMAP_MAX = -4
 
 
-def keep_freed_memory() -> None:
+def _accelerator_possible() -> bool:
+  """Whether JAX may compute on something other than the CPU, decided without starting its
+  backends (the dispatch setting below must precede them): JAX_PLATFORMS names another
+  platform first, or an accelerator plugin (CUDA, ROCm, TPU) is installed."""
+  platforms = jax.config.jax_platforms or os.environ.get('JAX_PLATFORMS', '')
+  if platforms:
+    return platforms.split(',')[0].strip() != 'cpu'
+  return bool(importlib.metadata.entry_points(group='jax_plugins')) or any(
+      importlib.util.find_spec(m) is not None for m in ('jax_plugins', 'libtpu'))
+
+
+def _why_not() -> str | None:
+  """Why keeping freed memory does not apply here, or None when it does."""
+  if not sys.platform.startswith('linux') or platform.libc_ver()[0] != 'glibc':
+    return f'the C library is not glibc ({sys.platform}, {platform.libc_ver()[0] or "unknown"})'
+  if _accelerator_possible():
+    return 'JAX may compute on an accelerator, where device memory is not malloc\'s'
+  return None
+
+
+def keep_freed_memory() -> bool:
   """Has the main thread's CPU calls reuse freed memory: no mmap, no trimming, inline dispatch.
 
-  Call it before JAX starts its backend (before the first computation or device query), and
-  make the calls that should gain from the main thread. Process-wide and irreversible.
+  Acts only on Linux with glibc when JAX will compute on the CPU; elsewhere, or when glibc
+  refuses a setting, it logs one line saying why and changes nothing. Never raises. Call it
+  before JAX starts its backend (before the first computation or device query), and make the
+  calls that should gain from the main thread. Process-wide and irreversible.
 
-  Raises:
-    RuntimeError: the C library has no ``mallopt`` (not glibc) or refused a setting.
+  Returns:
+    Whether the settings were made.
   """
-  try:
-    mallopt = ctypes.CDLL('libc.so.6').mallopt
-  except (OSError, AttributeError) as e:
-    raise RuntimeError(f'keep_freed_memory needs glibc\'s mallopt: {e}') from e
-  # A trim threshold of -1 is SIZE_MAX to glibc: the top of the heap is never given back.
-  for name, parameter, value in (('M_MMAP_MAX', _M_MMAP_MAX, 0),
-                                 ('M_TRIM_THRESHOLD', _M_TRIM_THRESHOLD, -1)):
-    if mallopt(parameter, value) != 1:
-      raise RuntimeError(f'mallopt refused {name} = {value}')
+  why = _why_not()
+  if why is None:
+    try:
+      mallopt = ctypes.CDLL('libc.so.6').mallopt
+    except (OSError, AttributeError) as e:
+      why = f'glibc\'s mallopt cannot be loaded ({e})'
+  if why is None:
+    # A trim threshold of -1 is SIZE_MAX to glibc: the top of the heap is never given back.
+    for name, parameter, value in (('M_MMAP_MAX', _M_MMAP_MAX, 0),
+                                   ('M_TRIM_THRESHOLD', _M_TRIM_THRESHOLD, -1)):
+      if mallopt(parameter, value) != 1:
+        why = f'mallopt refused {name} = {value}'
+        break
+  if why is not None:
+    logging.info('keep_freed_memory: not kept, %s', why)
+    return False
   jax.config.update('jax_cpu_enable_async_dispatch', False)
+  return True

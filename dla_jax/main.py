@@ -1,6 +1,7 @@
 """Command line: train, evaluate, train and evaluate, predict, or export the weights.
 
   python -m dla_jax.main --config configs/shapes_tiny.py --workdir /tmp/dla_shapes
+  python -m dla_jax.main --config shapes_tiny --workdir /tmp/dla_shapes  # from any folder
   python -m dla_jax.main --config configs/dla_r50_fpn_1x_coco.py --workdir ~/runs/r50 \
       --config.data.source=coco_json --config.optim.base_lr=0.02
   python -m dla_jax.main --mode export --config configs/shapes_tiny.py \
@@ -13,20 +14,21 @@ import glob
 
 from absl import app
 from absl import flags
-from absl import logging
 import jax
 from ml_collections import config_flags
 
+from dla_jax import cli
 from dla_jax import export
 from dla_jax import host_memory
 from dla_jax import predict
+from dla_jax import runtime
 from dla_jax import train
 
 MODES = ('train', 'evaluate', 'train_and_evaluate', 'predict', 'export')
 
-_CONFIG = config_flags.DEFINE_config_file(
-    'config', None, 'Experiment config file. Optional with --weights, whose config is used.',
-    lock_config=True)
+_CONFIG = cli.define_config_flag(
+    help_string='Experiment config: a file, or the name of a packaged config (shapes_tiny, '
+    'dla_r50_fpn_1x_coco, ...). Optional with --weights, whose config is used.')
 _WORKDIR = flags.DEFINE_string(
     'workdir', None, 'Checkpoints, metrics and detections go here. Optional for predict with '
     '--weights.')
@@ -46,9 +48,9 @@ _COORDINATOR = flags.DEFINE_string('coordinator_address', None, 'host:port of pr
 _NUM_PROCESSES = flags.DEFINE_integer('num_processes', None, 'Processes in the run.')
 _PROCESS_ID = flags.DEFINE_integer('process_id', None, 'This process, 0..num_processes-1.')
 _KEEP_FREED_MEMORY = flags.DEFINE_bool(
-    'keep_freed_memory', True, 'CPU: keep the memory XLA:CPU frees for its next call instead '
-    'of faulting in fresh pages at every step (faster steps; the process keeps its peak heap; '
-    'dla_jax/host_memory.py). --nokeep_freed_memory turns it off.')
+    'keep_freed_memory', True, 'Linux/glibc, CPU backend only: keep the memory XLA:CPU frees '
+    'for its next call instead of faulting in fresh pages at every step (faster steps; the '
+    'process keeps its peak heap; dla_jax/host_memory.py). --nokeep_freed_memory turns it off.')
 
 
 def _require(**values):
@@ -60,22 +62,27 @@ def _require(**values):
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'unexpected arguments: {argv[1:]}')
-  logging.set_verbosity(logging.WARNING)
-  if _KEEP_FREED_MEMORY.value:
-    host_memory.keep_freed_memory()  # before JAX starts its backend
   mode, workdir, config = _MODE.value, _WORKDIR.value, _CONFIG.value
   if _WEIGHTS.value and mode not in ('evaluate', 'predict'):
     raise app.UsageError(f'--weights is for --mode evaluate or predict, not {mode}')
   if _WEIGHTS.value and _STEP.value is not None:
     raise app.UsageError('--step picks a checkpoint in --workdir; an export has one step')
+  if _KEEP_FREED_MEMORY.value:
+    host_memory.keep_freed_memory()  # before JAX starts its backend
   if _DISTRIBUTED.value:
     jax.distributed.initialize(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value)
   exported = export.load(_WEIGHTS.value) if _WEIGHTS.value else None
+  config_file = (cli.config_path(config_flags.get_config_filename(flags.FLAGS['config']))
+                 if config is not None else None)
   if exported and config is None:
-    config = exported.config
+    config, config_file = exported.config, f'{_WEIGHTS.value} (export)'
   _require(config=config)
   if not (mode == 'predict' and exported):  # an export alone is enough to predict
     _require(workdir=workdir)
+  if jax.process_index() == 0:
+    print(runtime.startup_line(config, config_file), flush=True)
+  if mode in ('train', 'train_and_evaluate', 'evaluate'):
+    runtime.require_accelerator(config)
   if mode == 'train':
     train.train(config, workdir)
   elif mode == 'train_and_evaluate':
@@ -104,4 +111,4 @@ def main(argv):
 
 
 if __name__ == '__main__':
-  app.run(main)
+  cli.run(main)

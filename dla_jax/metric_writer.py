@@ -2,14 +2,17 @@
 
 ``metrics.jsonl`` (one ``{"step": ..., "split": ..., name: value}`` object a line) is what the
 notebooks and sweep summaries read; the TensorBoard events are for people. Both are flushed at
-every write, so a crash loses nothing that was logged.
+every write, so a crash loses nothing that was logged. The workdir may be a bucket
+(``dla_jax.workdir``): objects there cannot be appended to, so the jsonl file is rewritten
+whole at each write (it holds a few thousand lines at most).
 """
 
 import json
-import os
 from typing import Mapping
 
 from tensorboardX import SummaryWriter
+
+from dla_jax import workdir as workdir_lib
 
 
 class MetricWriter:
@@ -19,9 +22,13 @@ class MetricWriter:
     """``enabled=False`` (processes other than 0 in a multi-host run) writes nothing."""
     self._enabled = enabled
     if enabled:
-      os.makedirs(workdir, exist_ok=True)
-      self._events = SummaryWriter(os.path.join(workdir, 'tensorboard'), flush_secs=5)
-      self._jsonl = open(os.path.join(workdir, 'metrics.jsonl'), 'a')
+      folder = workdir_lib.path(workdir)
+      folder.mkdir(parents=True, exist_ok=True)
+      self._events = SummaryWriter(str(folder / 'tensorboard'), flush_secs=5)
+      self._jsonl = folder / 'metrics.jsonl'
+      self._remote = workdir_lib.is_remote(workdir)
+      self._lines = self._jsonl.read_text() if self._remote and self._jsonl.exists() else ''
+      self._file = None if self._remote else self._jsonl.open('a')
 
   def write(self, step: int, scalars: Mapping[str, float], split: str = 'train') -> None:
     if not self._enabled:
@@ -29,18 +36,24 @@ class MetricWriter:
     for name, value in scalars.items():
       self._events.add_scalar(f'{split}/{name}', float(value), step)
     self._events.flush()
-    self._jsonl.write(json.dumps({'step': int(step), 'split': split,
-                                  **{k: float(v) for k, v in scalars.items()}}) + '\n')
-    self._jsonl.flush()
+    line = json.dumps({'step': int(step), 'split': split,
+                       **{k: float(v) for k, v in scalars.items()}}) + '\n'
+    if self._remote:
+      self._lines += line
+      self._jsonl.write_text(self._lines)
+    else:
+      self._file.write(line)
+      self._file.flush()
 
   def close(self) -> None:
     if self._enabled:
       self._events.close()
-      self._jsonl.close()
+      if self._file:
+        self._file.close()
 
 
 def read_metrics(workdir: str, split: str | None = None) -> list[dict]:
   """The rows of ``workdir/metrics.jsonl``, optionally of one split only."""
-  with open(os.path.join(workdir, 'metrics.jsonl')) as f:
-    rows = [json.loads(line) for line in f if line.strip()]
+  text = (workdir_lib.path(workdir) / 'metrics.jsonl').read_text()
+  rows = [json.loads(line) for line in text.splitlines() if line.strip()]
   return [r for r in rows if split is None or r['split'] == split]

@@ -12,6 +12,7 @@ import jax.numpy as jnp
 import ml_collections
 import optax
 
+from dla_jax import errors
 from dla_jax.models import resnet
 
 
@@ -54,10 +55,10 @@ def make_optimizer(config: ml_collections.ConfigDict, params: Any,
   (torch's SGD ``weight_decay``), or 'adamw'. Frozen params get an update of exactly zero."""
   o = config.optim
   if o.name not in OPTIMIZERS:
-    raise ValueError(f'optim.name: {o.name!r} is not one of {OPTIMIZERS}')
+    raise errors.ConfigError(f'optim.name: {o.name!r} is not one of {OPTIMIZERS}')
   for field in ('base_lr', 'momentum', 'weight_decay', 'base_batch'):
     if o[field] < 0 or (field in ('base_lr', 'base_batch') and o[field] == 0):
-      raise ValueError(f'optim.{field}: invalid value {o[field]}')
+      raise errors.ConfigError(f'optim.{field}: invalid value {o[field]}')
   mask = trainable_mask(params, config.model.frozen_stages)
   labels = jax.tree_util.tree_map(lambda t: 'train' if t else 'frozen', mask)
   lr = learning_rate(config, steps_per_epoch)

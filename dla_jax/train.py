@@ -7,7 +7,6 @@ the step itself, then reported here, naming the step where it first happened.
 """
 
 import json
-import os
 import signal
 import sys
 import threading
@@ -23,41 +22,48 @@ from jax.experimental import multihost_utils
 
 from dla_jax import assign
 from dla_jax import checkpoint as checkpoint_lib
+from dla_jax import errors
 from dla_jax import evaluation
 from dla_jax import inference
 from dla_jax import metric_writer
 from dla_jax import optim
 from dla_jax import step as step_lib
+from dla_jax import workdir as workdir_lib
 from dla_jax.data import pipeline
 from dla_jax.data import prefetch
 from dla_jax.models import detector
+from dla_jax.models import pretrained
 
 # Batch fields the train and eval steps read; the others stay on the host.
 TRAIN_FIELDS = ('images', 'image_hw', 'boxes', 'labels', 'valid')
 EVAL_FIELDS = ('images', 'image_hw')
+# What pairs each detection with its image: sharded like the images, gathered like the
+# detections, so row i of both is the same example whatever the order of devices and processes.
+EVAL_META_FIELDS = ('image_id', 'scale', 'real')
 
 
 def check_config(config: ml_collections.ConfigDict, num_devices: int) -> None:
-  """Raises ValueError naming the first field whose value cannot work."""
+  """Raises ConfigError naming the first field whose value cannot work."""
   if config.assigner.name not in assign.ASSIGNERS:
-    raise ValueError(f'assigner.name: {config.assigner.name!r} is not one of '
-                     f'{assign.ASSIGNERS}')
+    raise errors.ConfigError(f'assigner.name: {config.assigner.name!r} is not one of '
+                             f'{assign.ASSIGNERS}')
   if config.assigner.alpha_schedule not in ('epoch', 'continuous', 'fixed'):
-    raise ValueError(f'assigner.alpha_schedule: {config.assigner.alpha_schedule!r} is not '
-                     "one of ('epoch', 'continuous', 'fixed')")
+    raise errors.ConfigError(f'assigner.alpha_schedule: {config.assigner.alpha_schedule!r} is not '
+                             "one of ('epoch', 'continuous', 'fixed')")
   if config.assigner.topk < 1:
-    raise ValueError(f'assigner.topk: must be at least 1, got {config.assigner.topk}')
+    raise errors.ConfigError(f'assigner.topk: must be at least 1, got {config.assigner.topk}')
   if config.inference.ranking not in inference.RANKINGS:
-    raise ValueError(f'inference.ranking: {config.inference.ranking!r} is not one of '
-                     f'{inference.RANKINGS}')
+    raise errors.ConfigError(f'inference.ranking: {config.inference.ranking!r} is not one of '
+                             f'{inference.RANKINGS}')
   if config.optim.epochs < 1:
-    raise ValueError(f'optim.epochs: must be at least 1, got {config.optim.epochs}')
+    raise errors.ConfigError(f'optim.epochs: must be at least 1, got {config.optim.epochs}')
   for field in ('global_batch', 'eval_batch'):
     if config.train[field] < 1 or config.train[field] % num_devices:
-      raise ValueError(f'train.{field}: {config.train[field]} is not a positive multiple of '
-                       f'the {num_devices} devices')
+      raise errors.ConfigError(f'train.{field}: {config.train[field]} is not a positive '
+                               f'multiple of the {num_devices} devices')
   if any(s % 32 for s in config.data.image_size):
-    raise ValueError(f'data.image_size: {tuple(config.data.image_size)} must be multiples of 32')
+    raise errors.ConfigError(f'data.image_size: {tuple(config.data.image_size)} must be '
+                             'multiples of 32')
 
 
 def _to_device(batch: dict[str, np.ndarray], fields, sharding) -> dict[str, jax.Array]:
@@ -149,6 +155,8 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> step_lib.TrainStat
   evaluating on the val split every ``train.eval_every_epochs`` epochs (0: never)."""
   mesh = step_lib.make_mesh()
   check_config(config, mesh.devices.size)
+  pretrained.check_backbone_init(config.model)
+  workdir_lib.check_writable(workdir)
   train_iter = pipeline.make_train_iterator(config)
   steps_per_epoch = train_iter.batches_per_epoch
   total_steps = config.optim.epochs * steps_per_epoch
@@ -159,8 +167,10 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> step_lib.TrainStat
   checkpoints = checkpoint_lib.Checkpoints(workdir, config.train.keep_checkpoints)
   restored = checkpoints.restore(state)
   if restored:
-    state, data_state, _ = restored
+    state, data_state, restored_step = restored
     train_iter.set_state(data_state)
+    if jax.process_index() == 0:
+      print(f'resumed from step {restored_step} of {checkpoints.directory}', flush=True)
   train_step = step_lib.jit_train_step(mesh, model=model, tx=tx, config=config,
                                        steps_per_epoch=steps_per_epoch)
   batches = prefetch.prefetch_to_device(_Fields(train_iter, TRAIN_FIELDS),
@@ -232,6 +242,7 @@ def evaluate(config: ml_collections.ConfigDict, workdir: str, params: Any = None
   and the metrics to ``workdir``."""
   mesh = step_lib.make_mesh()
   check_config(config, mesh.devices.size)
+  workdir_lib.check_writable(workdir)
   model = detector.build_detector(config)
   if params is None:
     params, batch_stats, step = restore_weights(config, workdir, step)
@@ -239,21 +250,24 @@ def evaluate(config: ml_collections.ConfigDict, workdir: str, params: Any = None
                                                    global_batch=config.train.eval_batch)
   write_classes(workdir, dataset)
   eval_step = step_lib.jit_eval_step(mesh, model=model, config=config)
+  gather = jax.jit(lambda meta: meta, out_shardings=step_lib.replicated(mesh))
   sharding = step_lib.batch_sharding(mesh)
   params, batch_stats = jax.device_put((params, batch_stats), step_lib.replicated(mesh))
   results = []
   start = time.time()
   for batch in eval_iter:
-    detections = jax.device_get(eval_step(params, batch_stats,
-                                          _to_device(batch, EVAL_FIELDS, sharding)))
-    meta = multihost_utils.process_allgather(
-        {k: batch[k] for k in ('image_id', 'scale', 'real')}, tiled=True)
+    # Image ids fit int32 (checked when the dataset is read); JAX computes in 32 bits.
+    batch['image_id'] = batch['image_id'].astype(np.int32)
+    on_device = _to_device(batch, EVAL_FIELDS + EVAL_META_FIELDS, sharding)
+    detections, meta = jax.device_get((
+        eval_step(params, batch_stats, {k: on_device[k] for k in EVAL_FIELDS}),
+        gather({k: on_device[k] for k in EVAL_META_FIELDS})))
     results += evaluation.to_coco_results(*detections, **meta,
                                           category_ids=dataset.category_ids)
   seconds = time.time() - start
   metrics = {}
   if jax.process_index() == 0:
-    path = os.path.join(workdir, f'detections_{split}_step{step}.json')
+    path = workdir_lib.path(workdir) / f'detections_{split}_step{step}.json'
     metrics = evaluation.coco_metrics(dataset.coco, results, path)
     print(f'{split} at step {step}: {evaluation.format_metrics(metrics)} '
           f'({len(dataset.records)} images, {seconds:.1f} s)', flush=True)
@@ -281,7 +295,7 @@ def restore_weights(config: ml_collections.ConfigDict, workdir: str,
   restored = checkpoints.restore_weights(weights_template(config), step)
   checkpoints.close()
   if restored is None:
-    raise FileNotFoundError(f'--workdir {workdir}: no checkpoint in {checkpoints.directory}')
+    raise errors.FlagError(f'--workdir {workdir}: no checkpoint in {checkpoints.directory}')
   weights, step = restored
   return weights['params'], weights.get('batch_stats', {}), step
 
@@ -290,18 +304,18 @@ def write_classes(workdir: str, dataset) -> None:
   """``workdir/classes.json``: category id and name of each label, for predict."""
   if jax.process_index() != 0:
     return
-  os.makedirs(workdir, exist_ok=True)
-  with open(os.path.join(workdir, 'classes.json'), 'w') as f:
-    json.dump({'category_ids': [int(i) for i in dataset.category_ids],
-               'names': list(dataset.category_names)}, f)
+  folder = workdir_lib.path(workdir)
+  folder.mkdir(parents=True, exist_ok=True)
+  workdir_lib.write_json(folder / 'classes.json',
+                         {'category_ids': [int(i) for i in dataset.category_ids],
+                          'names': list(dataset.category_names)})
 
 
 def read_classes(folder: str, num_classes: int) -> list[str]:
   """Label names from ``folder/classes.json`` (see ``write_classes``), else 'class <label>'."""
-  path = os.path.join(folder, 'classes.json')
-  if os.path.exists(path):
-    with open(path) as f:
-      return json.load(f)['names']
+  path = workdir_lib.path(folder) / 'classes.json'
+  if path.exists():
+    return json.loads(path.read_text())['names']
   return [f'class {i}' for i in range(num_classes)]
 
 
@@ -318,8 +332,6 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   step = int(state.step)
   metrics = evaluate(config, workdir, state.params, state.batch_stats, step)
   if jax.process_index() == 0:
-    path = os.path.join(workdir, FINAL_METRICS)
-    with open(path + '.tmp', 'w') as f:
-      json.dump({'step': step, 'split': 'val', **metrics}, f, indent=1)
-    os.replace(path + '.tmp', path)
+    workdir_lib.write_json(workdir_lib.path(workdir) / FINAL_METRICS,
+                           {'step': step, 'split': 'val', **metrics}, indent=1)
   return metrics

@@ -11,6 +11,11 @@ if [[ -z ${PYTHON:-} ]]; then
   if [[ -x $REPO/.venv/bin/python ]]; then PYTHON=$REPO/.venv/bin/python; else PYTHON=python3; fi
 fi
 
+# Every launch script trains on accelerators: a run whose JAX would compute on the CPU stops at
+# start-up and names the install line (dla_jax/runtime.py). An override after WORKDIR wins.
+# shellcheck disable=SC2034  # read by the scripts that source this file
+REQUIRE_ACCELERATOR=(--config.train.require_accelerator=true)
+
 die() {
   echo "$(basename "$0"): $*" >&2
   exit 2

@@ -10,7 +10,9 @@
 # --max_restarts  run again this many times after a crash; each run resumes from the last
 #                 checkpoint in WORKDIR (default 0).
 # --dry_run       print the command instead of running it (also DRY_RUN=1).
-# SIGTERM sent to this script reaches training, which checkpoints and exits 0.
+# SIGTERM sent to this script reaches training, which checkpoints and exits 0. A run that would
+# compute on the CPU stops at start-up, naming the install line of JAX for GPUs
+# (--config.train.require_accelerator=false after WORKDIR lets it run).
 set -euo pipefail
 # shellcheck source=launch/common.sh
 source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
@@ -36,7 +38,8 @@ shift 2
 
 command=()
 if [[ -n $gpus ]]; then command+=(env "CUDA_VISIBLE_DEVICES=$gpus"); fi
-command+=("$PYTHON" -m dla_jax.main --config "$config" --workdir "$workdir" "$@")
+command+=("$PYTHON" -m dla_jax.main --config "$config" --workdir "$workdir" "${REQUIRE_ACCELERATOR[@]}"
+  "$@")
 
 restarts=0
 until run_forwarding_sigterm "${command[@]}"; do

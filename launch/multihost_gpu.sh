@@ -56,4 +56,5 @@ fi
 
 run_forwarding_sigterm "$PYTHON" -m dla_jax.main --distributed \
   --coordinator_address="$coordinator" --num_processes="$num_processes" \
-  --process_id="$process_id" --config "$config" --workdir "$workdir" "$@"
+  --process_id="$process_id" --config "$config" --workdir "$workdir" \
+  "${REQUIRE_ACCELERATOR[@]}" "$@"

@@ -75,7 +75,8 @@ def record_runs(out: str, runs: list[tuple[str, int, str, list[str]]]) -> None:
 
 def main():
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-  parser.add_argument('--config', required=True, help='experiment config file')
+  parser.add_argument('--config', required=True,
+                      help='experiment config: a file, or a packaged config name')
   parser.add_argument('--sweep', required=True, help='file defining get_sweep()')
   parser.add_argument('--seeds', default='0', help='comma-separated seeds')
   parser.add_argument('--out', required=True, help='sweep folder')

@@ -9,7 +9,8 @@
 #       configs/dla_r50_fpn_1x_coco.py /mnt/runs/r50 --config.train.global_batch=64
 #
 # --setup     first copy this checkout (its committed HEAD, via `git archive`) to every worker
-#             and install it with jax[tpu] into DIR/.venv.
+#             and install it with jax[tpu] into DIR/.venv, at the versions the tests ran with
+#             (launch/constraints.txt).
 # --repo_dir  where the checkout lives on the workers, relative to the home folder
 #             (default dla-jax). CONFIG is relative to it.
 # --detach    keep training when the ssh session ends: run under nohup, output to
@@ -52,7 +53,7 @@ if (( setup )); then
   run gcloud compute tpus tpu-vm scp "$archive" "$tpu:dla_jax.tar.gz" "${target[@]}" --worker=all
   install="mkdir -p $(quote "$repo_dir") && tar -xzf dla_jax.tar.gz -C $(quote "$repo_dir")"
   install+=" && cd $(quote "$repo_dir") && python3 -m venv .venv"
-  install+=" && .venv/bin/python -m pip install -q -e . 'jax[tpu]'"
+  install+=" && .venv/bin/python -m pip install -q -c launch/constraints.txt -e '.[tpu]'"
   run gcloud compute tpus tpu-vm ssh "$tpu" "${target[@]}" --worker=all --command="$install"
   if [[ $DRY_RUN != 1 ]]; then rm -f "$archive"; fi
 fi
@@ -60,6 +61,6 @@ fi
 train="cd $(quote "$repo_dir") && "
 if (( detach )); then train+='nohup '; fi
 train+=$(quote .venv/bin/python -m dla_jax.main --distributed --config "$config" \
-  --workdir "$workdir" "$@")
+  --workdir "$workdir" "${REQUIRE_ACCELERATOR[@]}" "$@")
 if (( detach )); then train+=' > train.log 2>&1 < /dev/null &'; fi
 run gcloud compute tpus tpu-vm ssh "$tpu" "${target[@]}" --worker=all --command="$train"

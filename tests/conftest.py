@@ -21,7 +21,7 @@ os.environ['JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS'] = '0.5'
 import jax  # pylint: disable=g-import-not-at-top,wrong-import-position
 import pytest  # pylint: disable=g-import-not-at-top,wrong-import-position
 
-from configs import shapes_tiny  # pylint: disable=g-import-not-at-top,wrong-import-position
+from dla_jax.configs import shapes_tiny  # pylint: disable=g-import-not-at-top,wrong-import-position
 from dla_jax.data import shapes  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 jax.config.update('jax_default_matmul_precision', 'highest')

@@ -10,7 +10,7 @@ import ml_collections
 import numpy as np
 import pytest
 
-from configs import default
+from dla_jax.configs import default
 from dla_jax import assign as assign_lib
 from dla_jax import boxes as box_ops
 from dla_jax.priors import make_priors

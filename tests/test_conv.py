@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from jax import lax
 
-from configs import shapes_tiny
+from dla_jax.configs import shapes_tiny
 from dla_jax.models import conv
 from dla_jax.models import detector
 

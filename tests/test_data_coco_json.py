@@ -7,11 +7,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from configs import default
+from dla_jax.configs import default
+from dla_jax import errors
 from dla_jax.data import batching
 from dla_jax.data import coco_json
 from dla_jax.data import pipeline
-from dla_jax.data import records as records_lib
 
 
 def _write(tmp_path, annotations, images=None, categories=None):
@@ -30,6 +30,17 @@ def _write(tmp_path, annotations, images=None, categories=None):
 
 def _ann(ann_id, image_id, category_id, bbox, **extra):
   return {'id': ann_id, 'image_id': image_id, 'category_id': category_id, 'bbox': bbox, **extra}
+
+
+def _write_edited(tmp_path, edit, annotations=()):
+  """Writes the files of ``_write`` with ``annotations``, then ``edit(data)`` on the json."""
+  images_dir, path = _write(tmp_path, list(annotations))
+  with open(path) as f:
+    data = json.load(f)
+  edit(data)
+  with open(path, 'w') as f:
+    json.dump(data, f)
+  return images_dir, path
 
 
 def test_category_ids_map_to_contiguous_labels_and_back(tmp_path):
@@ -76,29 +87,153 @@ def test_annotations_without_iscrowd_or_area_get_coco_defaults(tmp_path):
     ('images', 'file_name'), ('images', 'height'), ('annotations', 'bbox'),
     ('annotations', 'category_id'), ('categories', 'id')])
 def test_missing_field_error_names_the_json_and_the_field(tmp_path, section, field):
-  images_dir, path = _write(tmp_path, [_ann(1, 10, 2, [0, 0, 5, 5])])
-  with open(path) as f:
-    data = json.load(f)
-  del data[section][0][field]
-  with open(path, 'w') as f:
-    json.dump(data, f)
-  with pytest.raises(records_lib.DataError, match=rf'instances\.json: {section}\[0\] .*"{field}"'):
-    coco_json.load(images_dir, path)
+  files = _write_edited(tmp_path, lambda data: data[section][0].pop(field),
+                        [_ann(1, 10, 2, [0, 0, 5, 5])])
+  with pytest.raises(errors.DataError, match=rf'instances\.json: {section}\[0\] .*"{field}"'):
+    coco_json.load(*files)
 
 
 def test_missing_section_or_broken_json_names_the_file(tmp_path):
   path = tmp_path / 'bad.json'
   path.write_text('{"images": [], "categories": []}')
-  with pytest.raises(records_lib.DataError, match=r'bad\.json: missing field "annotations"'):
+  with pytest.raises(errors.DataError, match=r'bad\.json: missing field "annotations"'):
     coco_json.load(str(tmp_path), str(path))
   path.write_text('{"images": [')
-  with pytest.raises(records_lib.DataError, match=r'bad\.json: cannot read annotations'):
+  with pytest.raises(errors.DataError, match=r'bad\.json: cannot read annotations'):
     coco_json.load(str(tmp_path), str(path))
 
 
 def test_unknown_category_id_names_the_json_and_the_annotation(tmp_path):
-  with pytest.raises(records_lib.DataError, match=r'instances\.json: annotation 1 .* 5'):
+  with pytest.raises(errors.DataError, match=r'instances\.json: annotation 1 .* 5'):
     coco_json.load(*_write(tmp_path, [_ann(1, 10, 5, [0, 0, 5, 5])]))
+
+
+@pytest.mark.parametrize('section', ['images', 'annotations', 'categories'])
+def test_section_that_is_not_a_list_names_the_json_and_the_section(tmp_path, section):
+  files = _write_edited(tmp_path, lambda data: data.update({section: {'0': {'id': 1}}}))
+  with pytest.raises(errors.DataError, match=rf'instances\.json: "{section}" is not a list'):
+    coco_json.load(*files)
+
+
+def test_entry_that_is_not_an_object_names_the_json_and_the_index(tmp_path):
+  files = _write_edited(tmp_path, lambda data: data['images'].append('c.png'))
+  with pytest.raises(errors.DataError, match=r'instances\.json: images\[2\] is not a json object'):
+    coco_json.load(*files)
+
+
+def test_json_without_images_is_rejected(tmp_path):
+  files = _write_edited(tmp_path, lambda data: data.update(images=[]))
+  with pytest.raises(errors.DataError, match=r'instances\.json: has no images'):
+    coco_json.load(*files)
+
+
+def test_repeated_image_id_is_reported_as_such_not_as_an_unknown_image(tmp_path):
+  files = _write_edited(tmp_path, lambda data: data['images'][1].update(id=10),
+                        [_ann(1, 4, 2, [0, 0, 5, 5])])
+  with pytest.raises(errors.DataError, match=r'instances\.json: repeated image id 10 '
+                                             r'\(images\[0\] and images\[1\]\)'):
+    coco_json.load(*files)
+
+
+@pytest.mark.parametrize('image_id', [2**31, -2**31 - 1, 10.0, '10', True, None])
+def test_image_id_that_is_not_an_int32_is_rejected(tmp_path, image_id):
+  files = _write_edited(tmp_path, lambda data: data['images'][0].update(id=image_id))
+  with pytest.raises(errors.DataError, match=r'instances\.json: images\[0\] id .* int32 range'):
+    coco_json.load(*files)
+
+
+def test_image_ids_at_the_int32_limits_load(tmp_path):
+  def edit(data):
+    data['images'][0]['id'], data['images'][1]['id'] = 2**31 - 1, -2**31
+  dataset = coco_json.load(*_write_edited(tmp_path, edit))
+  assert [r.image_id for r in dataset.records] == [-2**31, 2**31 - 1]
+
+
+@pytest.mark.parametrize('side, value', [('height', 0), ('height', -30), ('width', 40.0),
+                                         ('width', '40'), ('height', None)])
+def test_image_size_that_is_not_a_positive_integer_names_the_image(tmp_path, side, value):
+  files = _write_edited(tmp_path, lambda data: data['images'][0].update({side: value}))
+  with pytest.raises(errors.DataError,
+                     match=rf'instances\.json: image 10 {side} .* is not a positive integer'):
+    coco_json.load(*files)
+
+
+@pytest.mark.parametrize('file_name', [None, 5, ['a.png'], ''])
+def test_file_name_that_is_not_a_string_names_the_image(tmp_path, file_name):
+  files = _write_edited(tmp_path, lambda data: data['images'][1].update(file_name=file_name))
+  with pytest.raises(errors.DataError,
+                     match=r'instances\.json: image 4 file_name .* is not a non-empty string'):
+    coco_json.load(*files)
+
+
+@pytest.mark.parametrize('category_id', ['2', 2.0, None])
+def test_category_id_that_is_not_an_integer_names_the_index(tmp_path, category_id):
+  files = _write_edited(tmp_path, lambda data: data['categories'][1].update(id=category_id))
+  with pytest.raises(errors.DataError,
+                     match=r'instances\.json: categories\[1\] id .* is not an integer'):
+    coco_json.load(*files)
+
+
+def test_repeated_category_id_names_it(tmp_path):
+  files = _write_edited(tmp_path, lambda data: data['categories'][2].update(id=90))
+  with pytest.raises(errors.DataError, match=r'instances\.json: repeated category id 90'):
+    coco_json.load(*files)
+
+
+@pytest.mark.parametrize('field, value', [('image_id', '10'), ('image_id', [10]),
+                                          ('category_id', '2'), ('category_id', {'id': 2})])
+def test_reference_that_is_not_an_integer_id_is_unknown(tmp_path, field, value):
+  ann = {**_ann(1, 10, 2, [0, 0, 5, 5]), field: value}
+  with pytest.raises(errors.DataError,
+                     match=rf'instances\.json: annotation 1 has unknown {field} '):
+    coco_json.load(*_write(tmp_path, [ann]))
+
+
+@pytest.mark.parametrize('ann_id', [0, -1, 1.5, '1', None])
+def test_annotation_id_that_is_not_a_positive_integer_is_rejected(tmp_path, ann_id):
+  # pycocotools' evaluation reads a match to ground truth id 0 as no match.
+  anns = [_ann(1, 10, 2, [0, 0, 5, 5]), _ann(ann_id, 4, 2, [0, 0, 5, 5])]
+  with pytest.raises(errors.DataError,
+                     match=r'instances\.json: annotations\[1\] id .* is not a positive integer'):
+    coco_json.load(*_write(tmp_path, anns))
+
+
+def test_repeated_annotation_id_is_rejected(tmp_path):
+  anns = [_ann(1, 10, 2, [0, 0, 5, 5]), _ann(2, 10, 2, [1, 1, 5, 5]), _ann(1, 4, 2, [0, 0, 5, 5])]
+  with pytest.raises(errors.DataError, match=r'instances\.json: repeated annotation id 1'):
+    coco_json.load(*_write(tmp_path, anns))
+
+
+@pytest.mark.parametrize('value', [float('nan'), float('inf'), -float('inf'), 1e39, None, '5',
+                                   True])
+def test_box_coordinate_that_is_not_a_finite_number_names_the_annotation(tmp_path, value):
+  anns = [_ann(1, 10, 2, [0, 0, 5, 5]), _ann(7, 10, 2, [0, 0, value, 5])]
+  with pytest.raises(errors.DataError, match=r'instances\.json: annotation 7 bbox .* is not '
+                                             r'\[x, y, width, height\] of finite numbers'):
+    coco_json.load(*_write(tmp_path, anns))
+
+
+@pytest.mark.parametrize('bbox', [[0, 0, 5], [0, 0, 5, 5, 1], [[0, 0], [5, 5]], '0 0 5 5',
+                                  {'x': 0, 'y': 0, 'w': 5, 'h': 5}, None])
+def test_box_that_is_not_four_numbers_names_the_annotation(tmp_path, bbox):
+  with pytest.raises(errors.DataError, match=r'instances\.json: annotation 7 bbox .* is not '
+                                             r'\[x, y, width, height\] of finite numbers'):
+    coco_json.load(*_write(tmp_path, [_ann(7, 10, 2, bbox)]))
+
+
+@pytest.mark.parametrize('iscrowd', ['0', 2, None, [1]])
+def test_iscrowd_other_than_0_or_1_names_the_annotation(tmp_path, iscrowd):
+  with pytest.raises(errors.DataError,
+                     match=r'instances\.json: annotation 3 iscrowd .* is not 0 or 1'):
+    coco_json.load(*_write(tmp_path, [_ann(3, 10, 2, [0, 0, 5, 5], iscrowd=iscrowd)]))
+
+
+@pytest.mark.parametrize('area', ['25', None, float('nan')])
+def test_area_that_is_not_a_finite_number_names_the_annotation(tmp_path, area):
+  # pycocotools compares areas with the small/medium/large ranges only when evaluating.
+  with pytest.raises(errors.DataError,
+                     match=r'instances\.json: annotation 3 area .* is not a finite number'):
+    coco_json.load(*_write(tmp_path, [_ann(3, 10, 2, [0, 0, 5, 5], area=area)]))
 
 
 def _first_batch(dataset):
@@ -111,21 +246,21 @@ def _first_batch(dataset):
 def test_corrupt_image_error_names_the_image_file(tmp_path, content):
   dataset = coco_json.load(*_write(tmp_path, []))
   (tmp_path / 'b.png').write_bytes(content)
-  with pytest.raises(records_lib.DataError, match=r'b\.png: cannot read image 4'):
+  with pytest.raises(errors.DataError, match=r'b\.png: cannot read image 4'):
     _first_batch(dataset)
 
 
 def test_missing_image_file_error_names_it(tmp_path):
   dataset = coco_json.load(*_write(tmp_path, []))
   (tmp_path / 'a.png').unlink()
-  with pytest.raises(records_lib.DataError, match=r'a\.png: cannot read image 10'):
+  with pytest.raises(errors.DataError, match=r'a\.png: cannot read image 10'):
     _first_batch(dataset)
 
 
 def test_image_of_another_size_than_annotated_names_the_file(tmp_path):
   dataset = coco_json.load(*_write(tmp_path, []))
   Image.new('RGB', (30, 40)).save(tmp_path / 'a.png')
-  with pytest.raises(records_lib.DataError, match=r'a\.png: image is 30x40 .* say 40x30'):
+  with pytest.raises(errors.DataError, match=r'a\.png: image is 30x40 .* say 40x30'):
     _first_batch(dataset)
 
 

@@ -6,7 +6,7 @@ import os
 import numpy as np
 import pytest
 
-from configs import shapes_tiny
+from dla_jax.configs import shapes_tiny
 from dla_jax.data import cache
 from dla_jax.data import coco_json
 from dla_jax.data import pipeline

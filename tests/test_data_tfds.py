@@ -14,7 +14,7 @@ import json
 import numpy as np
 import pytest
 
-from configs import shapes_tiny
+from dla_jax.configs import shapes_tiny
 from dla_jax.data import coco_json
 from dla_jax.data import pipeline
 from dla_jax.data import tfds_coco

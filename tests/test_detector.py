@@ -6,11 +6,11 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from configs import dla_r101_fpn_2x_coco
-from configs import dla_r50_fpn_1x_coco
-from configs import dla_r50_fpn_anchor_1x_coco
-from configs import dla_x101_64x4d_fpn_2x_coco
-from configs import shapes_tiny
+from dla_jax.configs import dla_r101_fpn_2x_coco
+from dla_jax.configs import dla_r50_fpn_1x_coco
+from dla_jax.configs import dla_r50_fpn_anchor_1x_coco
+from dla_jax.configs import dla_x101_64x4d_fpn_2x_coco
+from dla_jax.configs import shapes_tiny
 from dla_jax import optim
 from dla_jax import priors as priors_lib
 from dla_jax.models import detector

@@ -1,8 +1,10 @@
 """Several processes joined by ``jax.distributed`` on localhost, as on several GPU hosts or a TPU
 slice: two processes of 4 simulated CPU devices each train and evaluate like one process of 8,
-and SIGTERM sent to one of them checkpoints both at the same step."""
+SIGTERM sent to one of them checkpoints both at the same step, and a checkpoint that one of them
+cannot read sends both back to the step before it."""
 
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -11,6 +13,7 @@ import sys
 import numpy as np
 
 from dla_jax import metric_writer
+from dla_jax import train
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -94,3 +97,33 @@ def test_sigterm_to_one_process_checkpoints_all_at_the_same_step(few_images, tmp
                            processes=2, devices_each=4))
   logged = [l for l in resumed[0].splitlines() if l.startswith('step ')]
   assert logged[0].startswith(f'step {step + 1}/{step + 1}'), resumed[0]
+
+
+def test_a_checkpoint_damaged_for_one_process_sends_every_process_to_the_step_before(
+    few_images_config, tmp_path):
+  healthy = str(tmp_path / 'healthy')
+  config = few_images_config(steps=3)
+  config.train.checkpoint_every = 1
+  train.train(config, healthy)
+  assert sorted(os.listdir(os.path.join(healthy, 'checkpoints'))) == ['1', '2', '3']
+  # Process 1 sees its own copy of the run, whose latest checkpoint is truncated: a host whose
+  # view of the checkpoints differs from process 0's.
+  damaged = str(tmp_path / 'damaged')
+  shutil.copytree(healthy, damaged)
+  for root, _, files in os.walk(os.path.join(damaged, 'checkpoints', '3', 'state')):
+    for name in files:
+      open(os.path.join(root, name), 'w').close()
+  # Two epochs of one step: both processes resume at step 2 and have nothing left to train.
+  images, annotations = config.data.train_images, config.data.train_annotations
+  address = f'localhost:{_free_port()}'
+  env = dict(os.environ, XLA_FLAGS='--xla_force_host_platform_device_count=4')
+  processes = [subprocess.Popen(
+      [sys.executable, '-m', 'dla_jax.main', '--config', 'configs/shapes_tiny.py', '--workdir',
+       workdir, '--mode', 'train', *_overrides((images, annotations), 2), '--distributed',
+       f'--coordinator_address={address}', '--num_processes=2', f'--process_id={i}'],
+      cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+      for i, workdir in enumerate((healthy, damaged))]
+  lead, other = _finish(processes)
+  assert 'checkpoint 3 in ' in other and 'cannot be read on process 1' in other, other
+  assert 'cannot be read on processes [1]; every process tries the one before it' in lead, lead
+  assert f'resumed from step 2 of {os.path.join(healthy, "checkpoints")}' in lead, lead

@@ -9,7 +9,7 @@ import jax
 import numpy as np
 from PIL import Image
 
-from configs import shapes_tiny
+from dla_jax.configs import shapes_tiny
 from dla_jax import explore
 from dla_jax.models import detector
 

@@ -7,6 +7,7 @@ import jax
 import numpy as np
 import pytest
 
+from dla_jax import errors
 from dla_jax import export
 from dla_jax import predict
 from dla_jax import train
@@ -65,9 +66,9 @@ def test_predict_and_evaluate_from_an_export_match_the_checkpoint(trained, tmp_p
 
 def test_export_refuses_to_overwrite_and_load_names_what_is_missing(trained, tmp_path):
   config, workdir = trained
-  with pytest.raises(FileExistsError, match='exports are not overwritten'):
+  with pytest.raises(errors.FlagError, match='exports are not overwritten'):
     export.export(config, workdir, str(tmp_path))
-  with pytest.raises(FileNotFoundError, match='config.json is missing'):
+  with pytest.raises(errors.FlagError, match='config.json is missing'):
     export.load(str(tmp_path))
-  with pytest.raises(FileNotFoundError, match='no checkpoint in'):
+  with pytest.raises(errors.FlagError, match='no checkpoint in'):
     export.export(config, str(tmp_path / 'empty'), str(tmp_path / 'out'))

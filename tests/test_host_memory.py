@@ -1,12 +1,23 @@
 """With ``keep_freed_memory``, the large buffers a jitted program allocates stop faulting in
 fresh pages at every call; without it, on glibc, they fault every call (what the setting is
-for).
+for). Where it does not apply (no glibc, an accelerator) it changes nothing, says why, and
+never raises.
 
-Each case runs in its own process: the setting is process-wide and must precede JAX's backend."""
+The cases that keep memory run in their own process: the setting is process-wide and must
+precede JAX's backend."""
 
+import ctypes
+import importlib.util
 import os
+import platform
 import subprocess
 import sys
+
+from absl import logging
+import jax
+import pytest
+
+from dla_jax import host_memory
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -40,3 +51,32 @@ def test_kept_memory_stops_the_page_faults_of_each_call():
   # Not every call: the kernel may reclaim idle pages of the kept heap between calls.
   kept = _faults_per_call('keep')
   assert sum(faults < pages // 100 for faults in kept) >= len(kept) // 2, kept
+
+
+@pytest.mark.parametrize('where', ['no_libc', 'macos', 'musl', 'gpu_plugin', 'jax_platforms'])
+def test_keeping_freed_memory_elsewhere_changes_nothing_and_says_why(where, monkeypatch):
+  if where == 'no_libc':
+    def missing(name):
+      raise OSError(f'{name}: cannot open shared object file')
+    monkeypatch.setattr(ctypes, 'CDLL', missing)
+  elif where == 'macos':
+    monkeypatch.setattr(sys, 'platform', 'darwin')
+  elif where == 'musl':
+    monkeypatch.setattr(platform, 'libc_ver', lambda: ('', ''))
+  elif where == 'gpu_plugin':
+    monkeypatch.setattr(importlib.util, 'find_spec',
+                        lambda name: object() if name == 'jax_plugins' else None)
+  else:
+    monkeypatch.setenv('JAX_PLATFORMS', 'cuda,cpu')
+  monkeypatch.setattr(jax.config, 'update', _must_not_be_called)
+  lines = []
+  monkeypatch.setattr(logging, 'info', lambda message, *args: lines.append(message % args))
+  assert host_memory.keep_freed_memory() is False
+  assert len(lines) == 1 and lines[0].startswith('keep_freed_memory: not kept, '), lines
+  expected = {'no_libc': 'cannot be loaded', 'macos': 'not glibc (darwin', 'musl': 'not glibc',
+              'gpu_plugin': 'accelerator', 'jax_platforms': 'accelerator'}[where]
+  assert expected in lines[0]
+
+
+def _must_not_be_called(*args):
+  raise AssertionError(f'jax.config.update{args} called')

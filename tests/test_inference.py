@@ -6,7 +6,7 @@ import pytest
 import jax
 import jax.numpy as jnp
 
-from configs import shapes_tiny
+from dla_jax.configs import shapes_tiny
 from dla_jax import boxes as boxes_lib
 from dla_jax import inference
 from dla_jax import priors as priors_lib

@@ -1,6 +1,7 @@
 """The launch scripts: each dry run prints the commands it would run, with config overrides
 passed through intact; SLURM's environment fills in the multi-host flags; SIGTERM reaches
-training; crashes are retried; bad arguments are named; and the scripts pass shellcheck."""
+training; crashes are retried; bad arguments are named; a launch on a machine without an
+accelerator stops at start-up naming the install line; and the scripts pass shellcheck."""
 
 import glob
 import os
@@ -17,6 +18,7 @@ import pytest
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SCRIPTS = sorted(glob.glob(os.path.join(REPO, 'launch', '*.sh')))
 OVERRIDES = ['--config.data.image_size=(640, 640)', '--config.optim.base_lr=0.02']
+REQUIRE = '--config.train.require_accelerator=true'
 
 
 def _launch(script, *args, env=None, dry_run=True):
@@ -56,7 +58,7 @@ def test_local_gpus_dry_run_prints_one_process_with_the_overrides():
                    '/runs/r 50', *OVERRIDES)
   assert _commands(result) == [
       ['env', 'CUDA_VISIBLE_DEVICES=0,1', 'python3', '-m', 'dla_jax.main', '--config',
-       'configs/dla_r50_fpn_1x_coco.py', '--workdir', '/runs/r 50', *OVERRIDES]]
+       'configs/dla_r50_fpn_1x_coco.py', '--workdir', '/runs/r 50', REQUIRE, *OVERRIDES]]
 
 
 def test_multihost_gpu_dry_run_takes_flags():
@@ -65,7 +67,7 @@ def test_multihost_gpu_dry_run_takes_flags():
   assert _commands(result) == [
       ['python3', '-m', 'dla_jax.main', '--distributed', '--coordinator_address=host0:1234',
        '--num_processes=4', '--process_id=3', '--config', 'configs/c.py', '--workdir',
-       '/shared/w', *OVERRIDES]]
+       '/shared/w', REQUIRE, *OVERRIDES]]
 
 
 def test_multihost_gpu_dry_run_reads_slurm_environment(tmp_path):
@@ -78,7 +80,7 @@ def test_multihost_gpu_dry_run_reads_slurm_environment(tmp_path):
   assert _commands(result) == [
       ['python3', '-m', 'dla_jax.main', '--distributed', '--coordinator_address=gpu07:2222',
        '--num_processes=2', '--process_id=1', '--config', 'configs/c.py', '--workdir',
-       '/shared/w']]
+       '/shared/w', REQUIRE]]
 
 
 def test_tpu_vm_dry_run_sets_up_and_trains_on_all_workers():
@@ -92,11 +94,11 @@ def test_tpu_vm_dry_run_sets_up_and_trains_on_all_workers():
   assert install[:-1] == train[:-1] == ['gcloud', 'compute', 'tpus', 'tpu-vm', 'ssh', 'v4-32',
                                         *target]
   assert install[-1].startswith('--command=mkdir -p dla-jax && tar -xzf dla_jax.tar.gz')
-  assert "pip install -q -e . 'jax[tpu]'" in install[-1]
+  assert "pip install -q -c launch/constraints.txt -e '.[tpu]'" in install[-1]
   remote = train[-1].removeprefix('--command=')
   assert shlex.split(remote) == [
       'cd', 'dla-jax', '&&', '.venv/bin/python', '-m', 'dla_jax.main', '--distributed',
-      '--config', 'configs/c.py', '--workdir', '/mnt/runs/w', *OVERRIDES]
+      '--config', 'configs/c.py', '--workdir', '/mnt/runs/w', REQUIRE, *OVERRIDES]
 
 
 def test_tpu_vm_detach_runs_under_nohup_with_a_log():
@@ -104,7 +106,8 @@ def test_tpu_vm_detach_runs_under_nohup_with_a_log():
   (train,) = _commands(result)
   assert shlex.split(train[-1].removeprefix('--command=')) == [
       'cd', 'dla-jax', '&&', 'nohup', '.venv/bin/python', '-m', 'dla_jax.main', '--distributed',
-      '--config', 'c.py', '--workdir', '/w', '>', 'train.log', '2>&1', '<', '/dev/null', '&']
+      '--config', 'c.py', '--workdir', '/w', REQUIRE, '>', 'train.log', '2>&1', '<', '/dev/null',
+      '&']
 
 
 @pytest.mark.parametrize('script, args, message', [
@@ -155,3 +158,16 @@ def test_local_gpus_restarts_after_a_crash(tmp_path, max_restarts, status):
                    env={'PYTHON': fake}, dry_run=False)
   assert result.returncode == status, result.stderr
   assert len(count.read_text().split()) == max_restarts + 1
+
+
+def test_local_gpus_on_a_machine_without_accelerator_stops_at_once_naming_the_install(tmp_path):
+  workdir = tmp_path / 'run'
+  result = _launch('local_gpus.sh', 'configs/shapes_tiny.py', str(workdir),
+                   env={'PYTHON': sys.executable}, dry_run=False)
+  assert result.returncode == 2, result.stderr
+  (line,) = result.stderr.strip().splitlines()[-1:]
+  assert line.startswith('dla_jax.main: error: train.require_accelerator: this run would '
+                         'compute on the CPU'), result.stderr
+  assert "pip install -e '.[cuda12]'" in line and "pip install -e '.[tpu]'" in line
+  assert 'Traceback' not in result.stderr
+  assert not workdir.exists()

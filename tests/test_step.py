@@ -5,7 +5,7 @@ import numpy as np
 import jax
 import jax.numpy as jnp
 
-from configs import shapes_tiny
+from dla_jax.configs import shapes_tiny
 from dla_jax import optim
 from dla_jax import step as step_lib
 from dla_jax.models import detector

@@ -1,6 +1,6 @@
 """The summary tool reports the real parameter counts and prior grid of a config."""
 
-from configs import shapes_tiny
+from dla_jax.configs import shapes_tiny
 from dla_jax.tools import summary
 
 

@@ -14,7 +14,7 @@ import numpy as np
 from PIL import Image
 import pytest
 
-from configs import shapes_tiny
+from dla_jax.configs import shapes_tiny
 from dla_jax import metric_writer
 from dla_jax import train
 
@@ -33,8 +33,8 @@ def test_tiny_model_overfits_a_handful_of_images(few_images_config, tmp_path):
     assert json.load(f) == {'step': 200, 'split': 'val', **metrics}
 
 
-def _run(*args):
-  result = subprocess.run([sys.executable, '-m', 'dla_jax.main', *args], cwd=REPO,
+def _run(*args, cwd=REPO):
+  result = subprocess.run([sys.executable, '-m', 'dla_jax.main', *args], cwd=cwd,
                           capture_output=True, text=True, timeout=600)
   assert result.returncode == 0, result.stderr[-3000:]
   return result.stdout
@@ -50,7 +50,10 @@ def test_main_trains_evaluates_and_predicts(few_images, tmp_path, assigner):
                '--config.train.global_batch=8', '--config.train.eval_batch=8',
                '--config.optim.epochs=3', '--config.train.log_every=1']
   workdir = str(tmp_path / 'run')
-  out = _run('--config', 'configs/shapes_tiny.py', '--workdir', workdir, *overrides)
+  # From a folder outside the repository, the config named as the package ships it.
+  out = _run('--config', 'shapes_tiny', '--workdir', workdir, *overrides, cwd=tmp_path)
+  assert out.startswith('backend cpu | devices: 8 x cpu | 1 process | global batch 8, 1 per '
+                        'device | compute float32 | conv auto'), out
   assert 'step 3/3' in out and 'alpha' in out and 'img/s' in out
   assert 'val at step 3: AP ' in out
   alpha = [r['alpha'] for r in metric_writer.read_metrics(workdir, 'train')]

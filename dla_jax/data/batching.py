@@ -29,6 +29,7 @@ from typing import Iterator, Sequence
 
 import numpy as np
 
+from dla_jax import errors
 from dla_jax.data import records as records_lib
 from dla_jax.data import transforms
 
@@ -151,8 +152,8 @@ class _Loader:
 
 def _process_slice(global_batch: int, process_index: int, process_count: int) -> slice:
   if global_batch % process_count:
-    raise ValueError(f'global batch {global_batch} does not split over {process_count} '
-                     'processes')
+    raise errors.ConfigError(f'train.global_batch: {global_batch} does not split over '
+                             f'{process_count} processes')
   local = global_batch // process_count
   return slice(process_index * local, (process_index + 1) * local)
 

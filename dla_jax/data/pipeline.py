@@ -6,11 +6,14 @@ into the cache on first use), 'coco_json' (an image folder and an instances json
 the records, transforms and batching are the same code.
 """
 
+import os
+
 from absl import logging
 import jax
 import ml_collections
 import numpy as np
 
+from dla_jax import errors
 from dla_jax.data import batching
 from dla_jax.data import coco_json
 from dla_jax.data import shapes
@@ -20,8 +23,40 @@ SOURCES = ('shapes', 'coco_json', 'tfds')
 SPLITS = ('train', 'val')
 
 
+def data_path(config: ml_collections.ConfigDict, field: str) -> str:
+  """``data.<field>`` as an absolute path: a relative one is relative to ``data.root``, and a
+  relative ``data.root`` to the working directory; '' stays ''."""
+  value = os.path.expanduser(config.data[field])
+  if not value or os.path.isabs(value):
+    return value
+  return os.path.join(os.path.abspath(os.path.expanduser(config.data.root)), value)
+
+
+def _existing(config: ml_collections.ConfigDict, field: str, folder: bool) -> str:
+  """``data_path(config, field)``, checked to be an existing folder (or file).
+
+  Raises:
+    ConfigError: naming the field, the path it resolved to, and how it was resolved.
+  """
+  path = data_path(config, field)
+  if os.path.isdir(path) if folder else os.path.isfile(path):
+    return path
+  how, value, root = '', config.data[field], config.data.root
+  if not os.path.isabs(os.path.expanduser(value)):
+    how = f' (data.{field} {value!r} under data.root {root!r}'
+    if not os.path.isabs(os.path.expanduser(root)):
+      how += f', itself under the working directory {os.getcwd()}'
+    how += ')'
+  raise errors.ConfigError(f'data.{field}: no {"folder" if folder else "file"} {path}{how}; '
+                           f'set --config.data.root or --config.data.{field}')
+
+
 def dataset_files(config: ml_collections.ConfigDict, split: str) -> tuple[str, str]:
-  """(images folder, instances json) of a split, generating or exporting it if needed."""
+  """(images folder, instances json) of a split, generating or exporting it if needed.
+
+  Raises:
+    ConfigError: the coco_json source's folder or json does not exist (naming the field).
+  """
   data = config.data
   if split not in SPLITS:
     raise ValueError(f'split: expected one of {SPLITS}, got {split!r}')
@@ -29,12 +64,13 @@ def dataset_files(config: ml_collections.ConfigDict, split: str) -> tuple[str, s
     return shapes.ensure_dataset(data.cache_dir, tuple(data.image_size), data.shapes_train_size,
                                  data.shapes_val_size, data.shapes_seed)[split]
   if data.source == 'coco_json':
-    return ((data.train_images, data.train_annotations) if split == 'train' else
-            (data.val_images, data.val_annotations))
+    return (_existing(config, f'{split}_images', folder=True),
+            _existing(config, f'{split}_annotations', folder=False))
   if data.source == 'tfds':
     tfds_split = data.tfds_train_split if split == 'train' else data.tfds_val_split
-    return tfds_coco.export(data.tfds_name, data.tfds_data_dir, tfds_split, data.cache_dir)
-  raise ValueError(f'data.source: expected one of {SOURCES}, got {data.source!r}')
+    return tfds_coco.export(data.tfds_name, data_path(config, 'tfds_data_dir'), tfds_split,
+                            data.cache_dir)
+  raise errors.ConfigError(f'data.source: expected one of {SOURCES}, got {data.source!r}')
 
 
 def load_dataset(config: ml_collections.ConfigDict, split: str) -> coco_json.CocoDataset:
@@ -45,7 +81,7 @@ def load_dataset(config: ml_collections.ConfigDict, split: str) -> coco_json.Coc
   """
   dataset = coco_json.load(*dataset_files(config, split))
   if len(dataset.category_ids) != config.data.num_classes:
-    raise ValueError(f'data.num_classes is {config.data.num_classes} but '
+    raise errors.ConfigError(f'data.num_classes is {config.data.num_classes} but '
                      f'{dataset.annotations} has {len(dataset.category_ids)} categories')
   return dataset
 
@@ -54,7 +90,7 @@ def _check_scales(config: ml_collections.ConfigDict) -> None:
   data = config.data
   short_max = max(max(data.short_side_range), min(data.scale))
   if max(data.scale) > max(data.image_size) or short_max > min(data.image_size):
-    raise ValueError(f'data.scale {tuple(data.scale)} and data.short_side_range '
+    raise errors.ConfigError(f'data.scale {tuple(data.scale)} and data.short_side_range '
                      f'{tuple(data.short_side_range)} give images larger than data.image_size '
                      f'{tuple(data.image_size)}')
 

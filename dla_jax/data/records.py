@@ -10,9 +10,7 @@ import dataclasses
 import numpy as np
 from PIL import Image
 
-
-class DataError(ValueError):
-  """A data file is missing, unreadable or malformed; the message starts with the file's path."""
+from dla_jax.errors import DataError
 
 
 @dataclasses.dataclass(frozen=True)

@@ -20,8 +20,8 @@ import pathlib
 import numpy as np
 from PIL import Image
 
+from dla_jax import errors
 from dla_jax.data import cache
-from dla_jax.data import records as records_lib
 
 # COCO's category id of each of the 80 TFDS labels (TFDS numbers them in increasing id order).
 COCO_CATEGORY_IDS = (
@@ -50,7 +50,7 @@ def example_to_coco(example: dict, category_ids: np.ndarray,
   try:
     width, height = Image.open(io.BytesIO(example['image'])).size
   except OSError as e:
-    raise records_lib.DataError(f'{file_name}: cannot read image: {e}') from e
+    raise errors.DataError(f'{file_name}: cannot read image: {e}') from e
   image_id = int(example['image/id'])
   objects = example['objects']
   ymin, xmin, ymax, xmax = np.asarray(objects['bbox'], np.float64).reshape(-1, 4).T

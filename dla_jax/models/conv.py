@@ -44,6 +44,7 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
+from dla_jax import errors
 from dla_jax.models import winograd
 
 CONV_IMPLS = ('auto', 'winograd', 'matmul', 'xla')
@@ -66,7 +67,7 @@ _NHWC = ('NHWC', 'HWIO', 'NHWC')
 def conv_function(conv_impl: str) -> Callable | None:
   """The convolution for ``model.conv_impl`` on this backend; None is ``lax``'s own."""
   if conv_impl not in CONV_IMPLS:
-    raise ValueError(f'model.conv_impl: {conv_impl!r} is not one of {CONV_IMPLS}')
+    raise errors.ConfigError(f'model.conv_impl: {conv_impl!r} is not one of {CONV_IMPLS}')
   if conv_impl == 'xla' or (conv_impl == 'auto' and jax.default_backend() != 'cpu'):
     return None
   return functools.partial(conv_general_dilated, impl=conv_impl)

@@ -1,6 +1,5 @@
 """The whole detector, built from a config: backbone -> FPN -> DLA head."""
 
-import os
 from typing import Any
 
 import flax.linen as nn
@@ -8,6 +7,7 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 
+from dla_jax import errors
 from dla_jax.models import conv as conv_lib
 from dla_jax.models import fpn as fpn_lib
 from dla_jax.models import head as head_lib
@@ -34,7 +34,7 @@ class Detector(nn.Module):
 
 def compute_dtype(config: ml_collections.ConfigDict) -> Any:
   if config.model.dtype not in DTYPES:
-    raise ValueError(f'model.dtype: {config.model.dtype!r} is not one of {sorted(DTYPES)}')
+    raise errors.ConfigError(f'model.dtype: {config.model.dtype!r} is not one of {sorted(DTYPES)}')
   return DTYPES[config.model.dtype]
 
 
@@ -44,20 +44,21 @@ def build_detector(config: ml_collections.ConfigDict) -> Detector:
   dtype = compute_dtype(config)
   resnet.get_spec(m.backbone)  # fails early, naming the field, on an unknown architecture
   if m.prior not in head_lib.PRIOR_MODES:
-    raise ValueError(f'model.prior: {m.prior!r} is not one of {head_lib.PRIOR_MODES}')
+    raise errors.ConfigError(f'model.prior: {m.prior!r} is not one of {head_lib.PRIOR_MODES}')
   for field in ('fpn_channels', 'head_channels', 'metric_channels'):
     if m[field] <= 0:
-      raise ValueError(f'model.{field}: must be positive, got {m[field]}')
+      raise errors.ConfigError(f'model.{field}: must be positive, got {m[field]}')
   if m.backbone_norm not in resnet.NORMS:
-    raise ValueError(f'model.backbone_norm: {m.backbone_norm!r} is not one of {resnet.NORMS}')
+    raise errors.ConfigError(f'model.backbone_norm: {m.backbone_norm!r} is not one of '
+                             f'{resnet.NORMS}')
   if m.backbone_norm == 'group_norm' and m.backbone_width % m.gn_groups:
-    raise ValueError(f'model.gn_groups: {m.gn_groups} does not divide model.backbone_width '
-                     f'({m.backbone_width})')
+    raise errors.ConfigError(f'model.gn_groups: {m.gn_groups} does not divide model.backbone_width '
+                             f'({m.backbone_width})')
   if m.head_channels % m.gn_groups:
-    raise ValueError(f'model.gn_groups: {m.gn_groups} does not divide model.head_channels '
-                     f'({m.head_channels})')
+    raise errors.ConfigError(f'model.gn_groups: {m.gn_groups} does not divide model.head_channels '
+                             f'({m.head_channels})')
   if config.data.num_classes < 1:
-    raise ValueError(f'data.num_classes: must be at least 1, got {config.data.num_classes}')
+    raise errors.ConfigError(f'data.num_classes: must be at least 1, got {config.data.num_classes}')
   conv = conv_lib.conv_function(m.conv_impl)
   on_cpu = jax.default_backend() == 'cpu'
   return Detector(
@@ -79,10 +80,20 @@ def abstract_variables(model: Detector) -> dict[str, Any]:
 def init_variables(model: Detector, config: ml_collections.ConfigDict,
                    rng: jax.Array) -> dict[str, Any]:
   """Initial ``{'params', 'batch_stats'}``, float32; the backbone's are read from
-  ``config.model.backbone_init`` when it is set. Parameter shapes do not depend on the image
-  size, so a small dummy image is used."""
+  ``config.model.backbone_init`` when it is set: an orbax folder written by
+  ``dla-import-torchvision`` or a torchvision ``state_dict`` file (read with torch). Parameter
+  shapes do not depend on the image size, so a small dummy image is used.
+
+  Raises:
+    ConfigError: naming ``model.backbone_norm`` when weights are given to a GroupNorm backbone,
+      or ``model.backbone_init`` and the file when they cannot be read or do not fit.
+  """
+  m = config.model
+  backbone = {}
+  if m.backbone_init:  # read before the compile, so that a wrong file is reported at once
+    pretrained.check_backbone_init(m)  # the weights need a BatchNorm backbone
+    backbone = pretrained.read_backbone(m.backbone_init, m.backbone, m.backbone_width)
   variables = jax.jit(model.init)(rng, jnp.zeros((1, 64, 64, 3), jnp.float32))
-  if config.model.backbone_init:
-    variables = pretrained.load_backbone(os.path.expanduser(config.model.backbone_init),
-                                         variables)
+  for collection, tree in backbone.items():
+    variables[collection]['backbone'] = tree
   return variables

@@ -17,6 +17,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from dla_jax import errors
+
 PRIOR_MODES = ('point', 'anchor')
 
 
@@ -82,7 +84,7 @@ class DLAHead(nn.Module):
       cls_logits [B, N, C], box_reg [B, N, 4], metric_logits [B, N].
     """
     if self.prior_mode not in PRIOR_MODES:
-      raise ValueError(f'model.prior: {self.prior_mode!r} is not one of {PRIOR_MODES}')
+      raise errors.ConfigError(f'model.prior: {self.prior_mode!r} is not one of {PRIOR_MODES}')
     if len(pyramid) != self.num_levels:
       raise ValueError(f'head expects {self.num_levels} levels, got {len(pyramid)}')
     bias = -math.log((1 - self.prior_prob) / self.prior_prob)

@@ -21,6 +21,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from dla_jax import errors
 from dla_jax.models import fusion_barrier
 
 BN_EPS = 1e-5  # torchvision's BatchNorm2d and FrozenBatchNorm2d.
@@ -49,8 +50,8 @@ ARCHITECTURES = {
 def get_spec(name: str) -> ResNetSpec:
   """The spec of backbone ``name``; raises ValueError naming the known ones."""
   if name not in ARCHITECTURES:
-    raise ValueError(f'model.backbone: unknown architecture {name!r}; '
-                     f'known: {", ".join(sorted(ARCHITECTURES))}')
+    raise errors.ConfigError(f'model.backbone: unknown architecture {name!r}; '
+                             f'known: {", ".join(sorted(ARCHITECTURES))}')
   return ARCHITECTURES[name]
 
 
@@ -174,7 +175,7 @@ class ResNet(nn.Module):
     elif self.norm == 'group_norm':
       norm = functools.partial(nn.GroupNorm, self.gn_groups, dtype=self.dtype)
     else:
-      raise ValueError(f'model.backbone_norm: {self.norm!r} is not one of {NORMS}')
+      raise errors.ConfigError(f'model.backbone_norm: {self.norm!r} is not one of {NORMS}')
     conv = functools.partial(_conv, dtype=self.dtype,
                              conv_general_dilated=self.conv_general_dilated)
     x = conv(self.width, 7, 2, name='conv1')(images.astype(self.dtype))

@@ -15,20 +15,19 @@ import pathlib
 import tempfile
 import time
 
-from absl import app
 from absl import flags
 import ml_collections
-from ml_collections import config_flags
 import numpy as np
 from PIL import Image
 
+from dla_jax import cli
 from dla_jax.data import batching
 from dla_jax.data import pipeline
 
-_COCO_CONFIG = config_flags.DEFINE_config_file(
-    'coco_config', 'configs/dla_r50_fpn_1x_coco.py', 'Config of the COCO-like measurement.')
-_SHAPES_CONFIG = config_flags.DEFINE_config_file(
-    'shapes_config', 'configs/shapes_tiny.py', 'Config of the shapes measurement.')
+_COCO_CONFIG = cli.define_config_flag('coco_config', 'dla_r50_fpn_1x_coco',
+                                      'Config of the COCO-like measurement.')
+_SHAPES_CONFIG = cli.define_config_flag('shapes_config', 'shapes_tiny',
+                                        'Config of the shapes measurement.')
 _BATCHES = flags.DEFINE_integer('batches', 12, 'Batches timed per measurement.')
 _GPU_RATE = flags.DEFINE_float('gpu_rate', 150.0, 'Training images/s of one GPU to feed.')
 
@@ -114,4 +113,4 @@ def main(argv):
 
 
 if __name__ == '__main__':
-  app.run(main)
+  cli.run(main)

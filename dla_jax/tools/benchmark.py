@@ -45,10 +45,10 @@ from absl import flags
 import jax
 import jax.numpy as jnp
 import ml_collections
-from ml_collections import config_flags
 import numpy as np
 
 from dla_jax import assign as assign_lib
+from dla_jax import cli
 from dla_jax import host_memory
 from dla_jax import optim
 from dla_jax import step as step_lib
@@ -57,8 +57,7 @@ from dla_jax.data import pipeline
 from dla_jax.models import detector
 from dla_jax.tools import bench_input
 
-_CONFIG = config_flags.DEFINE_config_file('config', 'configs/dla_r50_fpn_1x_coco.py',
-                                          'Experiment config to time.')
+_CONFIG = cli.define_config_flag('config', 'dla_r50_fpn_1x_coco', 'Experiment config to time.')
 _IMAGE_SIZE = flags.DEFINE_list('image_size', ['512', '512'], 'Input height,width in pixels '
                                 '(multiples of 32); sets data.image_size and data.scale.')
 _BATCH = flags.DEFINE_integer('batch', 2, 'Images per step, over all local devices.')
@@ -406,4 +405,4 @@ def main(argv):
 
 
 if __name__ == '__main__':
-  app.run(main)
+  cli.run(main)

@@ -2,31 +2,18 @@
 
   dla-import-torchvision --arch resnet50 --state_dict resnet50-0676ba61.pth --out ~/weights/r50
 
-then train with ``--config.model.backbone_init=~/weights/r50``. Needs the ``torch`` extra
-(``pip install 'dla-jax[torch]'``); nothing else in dla_jax imports torch.
+then train with ``--config.model.backbone_init=~/weights/r50``: training from the folder needs no
+torch. This command needs the ``torch`` extra (``pip install -e '.[torch]'``); where torch is
+installed, ``--config.model.backbone_init=resnet50-0676ba61.pth`` also takes the file itself and
+converts it at every start. ``models.pretrained.IMAGENET_WEIGHTS`` names each architecture's file.
 """
 
 import argparse
 import os
 
+from dla_jax import errors
 from dla_jax.models import pretrained
 from dla_jax.models import resnet
-
-
-def read_state_dict(path: str) -> dict:
-  """Reads a torch ``state_dict`` file into numpy arrays (``weights_only=True``: no code runs)."""
-  import torch  # pylint: disable=g-import-not-at-top  (optional extra)
-  if not os.path.isfile(path):
-    raise FileNotFoundError(f'--state_dict: no file at {path}')
-  try:
-    state = torch.load(path, map_location='cpu', weights_only=True)
-  except Exception as e:
-    raise ValueError(f'{path}: not a readable torch state_dict file ({e})') from e
-  if isinstance(state, dict) and 'state_dict' in state:  # training checkpoints wrap it
-    state = state['state_dict']
-  if not isinstance(state, dict):
-    raise ValueError(f'{path}: holds a {type(state).__name__}, not a state_dict')
-  return {k: v.detach().cpu().numpy() for k, v in state.items() if hasattr(v, 'numpy')}
 
 
 def main(argv=None) -> None:
@@ -39,7 +26,11 @@ def main(argv=None) -> None:
   out = os.path.abspath(os.path.expanduser(args.out))
   if os.path.exists(out):
     parser.error(f'--out {out} exists; choose a new folder')
-  variables = pretrained.torchvision_to_flax(read_state_dict(args.state_dict), args.arch)
+  try:
+    variables = pretrained.read_torchvision_file(os.path.expanduser(args.state_dict), args.arch,
+                                                 field='--state_dict')
+  except errors.UserError as e:
+    parser.error(str(e))
   pretrained.save_backbone(out, variables)
   print(f'wrote {args.arch} backbone weights to {out}; train with '
         f'--config.model.backbone_init={out}')

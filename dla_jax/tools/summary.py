@@ -1,24 +1,21 @@
 """Prints a detector's size for a config: parameters per part, priors per level, forward GFLOPs.
 
-  python -m dla_jax.tools.summary --config configs/dla_r50_fpn_1x_coco.py \
-      --config.model.backbone=resnet101
+  python -m dla_jax.tools.summary --config dla_r50_fpn_1x_coco --config.model.backbone=resnet101
 
 Nothing runs on the device: shapes and costs come from abstract evaluation and XLA's cost model,
 so the paper's large models are summarised in seconds on a laptop CPU.
 """
 
-from absl import app
 import jax
 import jax.numpy as jnp
 import ml_collections
-from ml_collections import config_flags
 
+from dla_jax import cli
 from dla_jax import priors as priors_lib
 from dla_jax.models import detector
 from dla_jax.models import fpn as fpn_lib
 
-_CONFIG = config_flags.DEFINE_config_file('config', None, 'Experiment config file.',
-                                          lock_config=True)
+_CONFIG = cli.define_config_flag()
 
 
 def summarize(config: ml_collections.ConfigDict) -> list[tuple[str, str]]:
@@ -32,12 +29,16 @@ def summarize(config: ml_collections.ConfigDict) -> list[tuple[str, str]]:
   for part, tree in variables['params'].items():
     rows.append((f'params: {part}', f'{sum(x.size for x in jax.tree.leaves(tree)):,}'))
   rows.append(('frozen BatchNorm values',
-               f'{sum(x.size for x in jax.tree.leaves(variables["batch_stats"])):,}'))
+               f'{sum(x.size for x in jax.tree.leaves(variables.get("batch_stats", {}))):,}'))
   priors = priors_lib.make_priors(hw, fpn_lib.STRIDES, config.model.anchor_scale)
   for level, ((h, w), n) in enumerate(
       zip(priors_lib.feature_sizes(hw, fpn_lib.STRIDES), priors.level_sizes), start=3):
     rows.append((f'P{level} (stride {2**level})', f'{h} x {w} = {n:,} priors'))
-  cost = jax.jit(model.apply).lower(
+  # The network's FLOPs, as direct convolutions compute them: counted through XLA's own
+  # convolutions, whatever model.conv_impl picks on this backend (Winograd does fewer).
+  counted = config.copy_and_resolve_references()
+  counted.model.conv_impl = 'xla'
+  cost = jax.jit(detector.build_detector(counted).apply).lower(
       variables, jax.ShapeDtypeStruct((1, *hw, 3), jnp.float32)).cost_analysis()
   rows.append((f'forward GFLOPs at {hw[0]} x {hw[1]}', f'{cost["flops"] / 1e9:.1f}'))
   return rows
@@ -52,4 +53,4 @@ def main(argv):
 
 
 if __name__ == '__main__':
-  app.run(main)
+  cli.run(main)

@@ -1,0 +1,56 @@
+"""Where a run computes, said before it starts: the start-up line and the accelerator check.
+
+A COCO run on the CPU would take months and look like a slow start, so the COCO configs set
+``train.require_accelerator``: a run whose JAX backend is the CPU then stops at once, with the
+install line of the accelerator build of JAX. The shapes configs leave it off.
+"""
+
+import collections
+import importlib.util
+
+import jax
+import ml_collections
+
+from dla_jax import errors
+
+INSTALL_LINES = ("pip install -e '.[cuda12]' on NVIDIA GPU hosts, "
+                 "pip install -e '.[tpu]' on Cloud TPU VMs")
+
+
+def _conv(config: ml_collections.ConfigDict) -> str:
+  impl = config.model.conv_impl
+  if impl != 'auto':
+    return impl
+  if jax.default_backend() == 'cpu':
+    return 'auto (XLA:CPU: Winograd and matmuls where they pay)'
+  return "auto (XLA's own)"
+
+
+def startup_line(config: ml_collections.ConfigDict, config_file: str | None = None) -> str:
+  """One line naming what this run computes on and with: backend, devices, processes, batch
+  per device, compute dtype, convolutions (and the config file, when given)."""
+  devices = jax.devices()
+  kinds = ', '.join(f'{n} x {kind}' for kind, n in
+                    collections.Counter(d.device_kind for d in devices).items())
+  per_device = config.train.global_batch / len(devices)
+  line = (f'backend {jax.default_backend()} | devices: {kinds} | '
+          f'{jax.process_count()} process{"es" if jax.process_count() > 1 else ""} | '
+          f'global batch {config.train.global_batch}, {per_device:g} per device | '
+          f'compute {config.model.dtype} | conv {_conv(config)}')
+  return line + (f' | config {config_file}' if config_file else '')
+
+
+def require_accelerator(config: ml_collections.ConfigDict) -> None:
+  """Raises ConfigError when ``train.require_accelerator`` is set and the backend is the CPU,
+  naming the install line of JAX's accelerator build."""
+  if not config.train.require_accelerator or jax.default_backend() != 'cpu':
+    return
+  if any(importlib.util.find_spec(m) for m in ('jax_plugins', 'libtpu')):
+    why = ('a JAX accelerator plugin is installed but found no usable device (see the '
+           'warnings above; check the driver with nvidia-smi)')
+  else:
+    why = 'JAX is the CPU-only build'
+  raise errors.ConfigError(
+      f'train.require_accelerator: this run would compute on the CPU: {why}. Install JAX for '
+      f'the accelerator ({INSTALL_LINES}), or set --config.train.require_accelerator=false to '
+      'run on the CPU anyway')

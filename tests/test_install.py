@@ -1,0 +1,58 @@
+"""What the install declares matches what the code needs: every subpackage is installed, the
+main job's dependencies pull neither torch nor TensorFlow and the code imports without them, and
+launch/constraints.txt holds the versions the tests run with."""
+
+import importlib.metadata
+import os
+import pathlib
+import re
+import subprocess
+import sys
+import tomllib
+
+REPO = pathlib.Path(__file__).resolve().parent.parent
+PYPROJECT = tomllib.loads((REPO / 'pyproject.toml').read_text())
+
+
+def test_every_subpackage_is_installed():
+  found = {'.'.join(p.relative_to(REPO).parent.parts)
+           for p in (REPO / 'dla_jax').rglob('__init__.py')}
+  declared = set(PYPROJECT['tool']['setuptools']['packages'])
+  assert found | {'dla_jax.configs'} == declared
+
+
+def test_the_main_job_needs_neither_torch_nor_tensorflow():
+  names = {re.split(r'[<>=\[ ]', d)[0] for d in PYPROJECT['project']['dependencies']}
+  assert not names & {'torch', 'torchvision', 'tensorflow', 'tensorflow-cpu',
+                      'tensorflow-datasets'}, names
+  # Every module imports with those libraries unimportable; each command defines its flags,
+  # so each is imported in a process of its own, after the library.
+  modules = sorted('.'.join(p.relative_to(REPO).with_suffix('').parts)
+                   for p in (REPO / 'dla_jax').rglob('*.py') if p.name != '__init__.py')
+  commands = ['dla_jax.main', 'dla_jax.tools.benchmark', 'dla_jax.tools.summary']
+  library = [m for m in modules if m not in commands and m != 'dla_jax.tools.bench_input']
+  for group in [library, *([c] for c in commands)]:
+    program = ('import importlib, sys\n'
+               'for name in ("torch", "torchvision", "tensorflow", "tensorflow_datasets"):\n'
+               '  sys.modules[name] = None\n'
+               f'for module in {group!r}:\n'
+               '  importlib.import_module(module)\n')
+    result = subprocess.run([sys.executable, '-c', program], cwd=REPO, capture_output=True,
+                            text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+
+
+def test_constraints_are_the_versions_installed_here():
+  lines = (REPO / 'launch' / 'constraints.txt').read_text().splitlines()
+  pinned = dict(line.split('==') for line in lines if line and not line.startswith('#'))
+  installed = {name: importlib.metadata.version(name) for name in pinned}
+  assert installed == pinned
+  assert {'jax', 'jaxlib', 'flax', 'optax', 'orbax-checkpoint'} <= set(pinned)
+
+
+def test_the_test_command_installs_through_the_constraints():
+  ci = (REPO / '.ci' / 'run').read_text()
+  readme = (REPO / 'README.md').read_text()
+  install = "-c launch/constraints.txt -e '.[test,torch,tfds]'"
+  assert install in ci and f'pip install {install}' in readme
+  assert os.access(REPO / '.ci' / 'run', os.X_OK)
