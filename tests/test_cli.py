@@ -9,6 +9,8 @@ import re
 import subprocess
 import sys
 
+import numpy as np
+from PIL import Image
 import pytest
 
 from dla_jax import cli
@@ -84,6 +86,30 @@ def test_a_users_mistake_ends_with_one_line_and_no_checkpoint(tmp_path, args, me
   assert 'Traceback' not in result.stderr
   checkpoints = workdir / 'checkpoints'
   assert not checkpoints.exists() or not any(checkpoints.iterdir())
+
+
+def test_a_corrupt_image_met_in_training_ends_with_one_line_naming_it(tmp_path):
+  rng = np.random.default_rng(0)
+  images = []
+  for i in range(8):
+    Image.fromarray(rng.integers(0, 256, (64, 64, 3), np.uint8)).save(tmp_path / f'{i}.png')
+    images.append({'id': i + 1, 'file_name': f'{i}.png', 'height': 64, 'width': 64})
+  (tmp_path / '5.png').write_bytes(b'not a png')
+  (tmp_path / 'instances.json').write_text(json.dumps({
+      'images': images, 'categories': [{'id': 1, 'name': 'thing'}],
+      'annotations': [{'id': i + 1, 'image_id': i + 1, 'category_id': 1,
+                       'bbox': [8, 8, 20, 20]} for i in range(8)]}))
+  workdir = tmp_path / 'run'
+  result = _main('--config', 'shapes_tiny', '--workdir', str(workdir),
+                 '--config.data.source=coco_json', f'--config.data.train_images={tmp_path}',
+                 f'--config.data.train_annotations={tmp_path / "instances.json"}',
+                 '--config.data.num_classes=1', '--config.train.global_batch=8',
+                 '--mode', 'train', cwd=tmp_path)
+  assert result.returncode == 2, result.stderr
+  last = result.stderr.strip().splitlines()[-1]
+  assert last.startswith(f'dla_jax.main: error: {tmp_path / "5.png"}: cannot read image 6'), last
+  assert 'Traceback' not in result.stderr
+  assert not any((workdir / 'checkpoints').iterdir())
 
 
 def test_a_bug_keeps_its_traceback(tmp_path):
