@@ -26,9 +26,9 @@ class MetricWriter:
       folder.mkdir(parents=True, exist_ok=True)
       self._events = SummaryWriter(str(folder / 'tensorboard'), flush_secs=5)
       self._jsonl = folder / 'metrics.jsonl'
-      self._remote = workdir_lib.is_remote(workdir)
-      self._lines = self._jsonl.read_text() if self._remote and self._jsonl.exists() else ''
-      self._file = None if self._remote else self._jsonl.open('a')
+      # A local file is appended to; a bucket's object is rewritten from the lines kept here.
+      self._file = None if workdir_lib.is_remote(workdir) else self._jsonl.open('a')
+      self._lines = self._jsonl.read_text() if not self._file and self._jsonl.exists() else ''
 
   def write(self, step: int, scalars: Mapping[str, float], split: str = 'train') -> None:
     if not self._enabled:
@@ -38,12 +38,12 @@ class MetricWriter:
     self._events.flush()
     line = json.dumps({'step': int(step), 'split': split,
                        **{k: float(v) for k, v in scalars.items()}}) + '\n'
-    if self._remote:
-      self._lines += line
-      self._jsonl.write_text(self._lines)
-    else:
+    if self._file:
       self._file.write(line)
       self._file.flush()
+    else:
+      self._lines += line
+      self._jsonl.write_text(self._lines)
 
   def close(self) -> None:
     if self._enabled:

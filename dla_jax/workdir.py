@@ -61,7 +61,7 @@ def check_writable(folder: str, flag: str = '--workdir') -> None:
   missing = _missing_libraries(folder)
   if missing:
     raise errors.FlagError(f'{flag} {folder}: writing there needs {", ".join(missing)}: '
-                             f'{GCS_INSTALL}')
+                           f'{GCS_INSTALL}')
   probe = path(folder) / f'.write_test_{uuid.uuid4().hex}'
   try:
     probe.parent.mkdir(parents=True, exist_ok=True)
