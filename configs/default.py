@@ -1,5 +1,10 @@
 """Defaults shared by every experiment: DLA with ResNet-50-FPN on COCO, the paper's 1x recipe.
 
+The recipe is MMDetection v2's ATSS 1x, which the paper keeps unchanged ("all the training
+hyper-parameters are kept unchanged"): configs/atss/atss_r50_fpn_1x_coco.py and its bases
+configs/_base_/schedules/schedule_1x.py, datasets/coco_detection.py. Where a field follows one of
+them, its comment names it.
+
 Experiment configs start from this one and change a few fields. Every field can be overridden
 from the command line, e.g. ``--config.optim.base_lr=0.02``.
 """
@@ -19,16 +24,24 @@ def get_config() -> ml_collections.ConfigDict:
   # Stem and stage 1 get no update and no weight decay (MMDetection's frozen_stages=1);
   # 0 freezes the stem only, -1 nothing.
   model.frozen_stages = 1
-  # 'frozen_bn' (constant BatchNorm, for ImageNet-initialised backbones) or 'group_norm'
-  # (trainable GroupNorm with model.gn_groups groups, for backbones trained from scratch).
-  model.backbone_norm = 'frozen_bn'
+  # ImageNet-initialised backbones: 'bn_eval' (BatchNorm statistics constant, affine scale and
+  # bias trained outside the frozen stages: the ATSS config's norm_cfg=dict(type='BN',
+  # requires_grad=True), norm_eval=True) or 'frozen_bn' (all of BatchNorm constant, as
+  # torchvision's detectors). From scratch: 'group_norm' (trainable GroupNorm, model.gn_groups).
+  model.backbone_norm = 'bn_eval'
   # Folder written by `dla-import-torchvision` (orbax); '' trains the backbone from scratch.
   model.backbone_init = ''
   model.fpn_channels = 256
+  # P7 = conv(P6), no ReLU between: the ATSS config's FPN(add_extra_convs='on_output') leaves
+  # relu_before_extra_convs at False. True is the ATSS authors' own code and the FCOS config.
+  model.fpn_relu_before_p7 = False
+  # 'dla' (the paper: metric branch, DLA's losses) or 'atss' (the baseline: centerness branch on
+  # the regression tower, ATSS's losses). See models/head.py and losses.py.
+  model.head = 'dla'
   model.head_channels = 256
   model.head_convs = 4
   model.gn_groups = 32
-  # Channels of the metric branch's 1x1 reduce conv (paper, section 3.3).
+  # Channels of the metric branch's 1x1 reduce conv (paper, section 3.3; model.head='dla').
   model.metric_channels = 256
   # 'point' (anchor-free: l, t, r, b distances in strides) or 'anchor' (deltas on one square
   # anchor per location); the paper reports both.
@@ -74,14 +87,18 @@ def get_config() -> ml_collections.ConfigDict:
   data.short_side_range = (800, 800)
   data.flip_prob = 0.5
   data.max_boxes = 100
+  # Training skips images without annotations (MMDetection's CocoDataset filter_empty_gt=True);
+  # evaluation keeps every image.
+  data.filter_empty_gt = True
   # Image loading threads per process.
   data.num_threads = 8
 
   config.assigner = assigner = ml_collections.ConfigDict()
-  # 'dla' (the paper) or 'atss' (the baseline: alpha = 1 and s = 0, so m = IoU_prior).
+  # 'dla' (the paper) or 'atss' (the baseline's assigner: alpha = 1 and s = 0, so m = IoU_prior).
   assigner.name = 'dla'
+  # Candidates per FPN level: the paper's k = 10 (ATSS: 9).
   assigner.topk = 10
-  # Regression weight w = m ** gamma (eq. 6).
+  # Regression weight w = m ** gamma (eq. 5), which weights the GIoU loss (eq. 6).
   assigner.gamma = 1.0
   # Alpha schedule (eq. 2): alpha = (1 - alpha0) * exp(-t / sqrt(T)) + alpha0.
   # 'epoch': t counts whole epochs (the paper); 'continuous': t is fractional; 'fixed': alpha is
@@ -91,10 +108,11 @@ def get_config() -> ml_collections.ConfigDict:
   assigner.fixed_alpha = 0.9
 
   config.loss = loss = ml_collections.ConfigDict()
-  # Eq. 8: L = cls_weight * L_cls + reg_weight * L_reg + metric_weight * L_metric.
+  # Eq. 8: L = cls_weight * L_cls + reg_weight * L_reg + quality_weight * L_quality, L_quality
+  # the metric loss (eq. 7) or ATSS's centerness loss; ATSS's weights are the same 1, 2, 1.
   loss.cls_weight = 1.0
   loss.reg_weight = 2.0
-  loss.metric_weight = 1.0
+  loss.quality_weight = 1.0
   loss.focal_alpha = 0.25
   loss.focal_gamma = 2.0
   # Exponent of the metric loss's modulating factor (eq. 7).
@@ -106,11 +124,13 @@ def get_config() -> ml_collections.ConfigDict:
   inference.score_threshold = 0.05
   inference.nms_iou = 0.6
   inference.max_detections = 100
-  # 'cls_x_metric' (class score x predicted metric) or 'metric' (the metric alone ranks boxes).
-  inference.ranking = 'cls_x_metric'
+  # 'cls_x_quality' (class score x sigmoid of the quality branch: metric or centerness) or
+  # 'quality' (the quality branch alone ranks boxes).
+  inference.ranking = 'cls_x_quality'
 
   config.optim = optim = ml_collections.ConfigDict()
-  # SGD, lr 0.01 per 16 images scaled linearly with the global batch (the 1x recipe).
+  # SGD, lr 0.01 per 16 images scaled linearly with the global batch; linear warm-up over 500
+  # iterations from 0.001 of it; x0.1 at epochs 8 and 11 of 12 (schedule_1x.py).
   # 'sgd' or 'adamw' (momentum is SGD's only).
   optim.name = 'sgd'
   optim.base_lr = 0.01
@@ -118,7 +138,7 @@ def get_config() -> ml_collections.ConfigDict:
   optim.momentum = 0.9
   optim.weight_decay = 1e-4
   optim.warmup_steps = 500
-  optim.warmup_ratio = 1.0 / 3.0
+  optim.warmup_ratio = 0.001
   optim.epochs = 12
   optim.decay_epochs = (8, 11)
   optim.decay_factor = 0.1

@@ -73,7 +73,7 @@ class Assignment(NamedTuple):
     gt_index: [N] int32, the matched GT slot in ``[0, G)``; -1 for background.
     box_targets: [N, 4] float32, the matched GT box (x1, y1, x2, y2) in pixels; 0 for background.
     metric_targets: [N] float32, ``m`` with the matched GT; 0 for background.
-    reg_weights: [N] float32, ``w = m ** gamma`` (eq. 6); 0 for background.
+    reg_weights: [N] float32, ``w = m ** gamma`` (eq. 5); 0 for background.
     positive: [N] bool.
   """
   labels: jnp.ndarray
@@ -179,7 +179,7 @@ def assign(anchors: jnp.ndarray,
            name: str = 'dla') -> Assignment:
   """Labels and targets of every prior for one image (DLA, or ATSS with ``name='atss'``).
 
-  Arguments are those of ``candidate_bags``, plus ``gamma`` (static, ``w = m ** gamma``, eq. 6)
+  Arguments are those of ``candidate_bags``, plus ``gamma`` (static, ``w = m ** gamma``, eq. 5)
   and ``num_classes`` (static, ``C``: the background label). A prior positive for several GTs
   goes to the one with the highest ``m`` (the lowest GT slot on an exact tie), resolved with
   scatter-max on ``[N]`` from the ``[G, K]`` positives.
@@ -206,7 +206,7 @@ def assign(anchors: jnp.ndarray,
       gt_index=gt_index,
       box_targets=jnp.where(positive[:, None], gt_boxes[matched], 0.0),
       metric_targets=metric_targets,
-      reg_weights=jnp.where(positive, metric_targets**gamma, 0.0),  # eq. 6
+      reg_weights=jnp.where(positive, metric_targets**gamma, 0.0),  # eq. 5
       positive=positive)
 
 

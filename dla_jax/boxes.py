@@ -42,7 +42,8 @@ def aligned_iou(a: jnp.ndarray, b: jnp.ndarray) -> jnp.ndarray:
 
 
 def aligned_giou(a: jnp.ndarray, b: jnp.ndarray) -> jnp.ndarray:
-  """Generalised IoU of matching boxes (eq. 5's GIoU), ``[..., 4]`` x ``[..., 4]`` -> ``[...]``.
+  """Generalised IoU of matching boxes (eq. 6's loss is ``1 - GIoU``), ``[..., 4]`` x ``[..., 4]``
+  -> ``[...]``.
 
   ``GIoU = IoU - (|C| - |A u B|) / |C|`` with ``C`` the smallest box enclosing both; in
   ``[-1, 1]``, and equal to -1 only for far apart boxes.

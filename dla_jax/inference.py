@@ -4,11 +4,13 @@ score threshold, class-wise greedy NMS, at most ``max_detections`` per image.
 Test settings follow ATSS (MMDetection's ``test_cfg``): 1000 candidates per level before NMS,
 score threshold 0.05, class-wise NMS at IoU 0.6, 100 detections per image.
 
-Ranking (``config.inference.ranking``):
-  'cls_x_metric': a (box, class) pair scores ``p_c * sigmoid(metric)``, as ATSS multiplies the
-    class score by its centerness;
-  'metric': the paper's wording, the learned metric ranks boxes: a pair that passes the class
-    score threshold scores ``sigmoid(metric)``.
+Ranking (``config.inference.ranking``), with ``q`` the head's quality logit (DLA's metric or
+ATSS's centerness):
+  'cls_x_quality': a (box, class) pair scores ``p_c * sigmoid(q)``, as ATSS multiplies the
+    class score by its centerness (MMDetection's ``score_factors``, applied after the score
+    threshold);
+  'quality': the paper's wording, the learned metric ranks boxes: a pair that passes the class
+    score threshold scores ``sigmoid(q)``.
 """
 
 from typing import NamedTuple
@@ -21,7 +23,7 @@ from dla_jax import boxes as boxes_lib
 from dla_jax import errors
 from dla_jax.priors import Priors
 
-RANKINGS = ('cls_x_metric', 'metric')
+RANKINGS = ('cls_x_quality', 'quality')
 
 
 class Detections(NamedTuple):
@@ -69,14 +71,16 @@ def greedy_nms(boxes: jax.Array, scores: jax.Array, iou_threshold: float,
   return indices, keep
 
 
-def _detect_one(cls_logits: jax.Array, boxes: jax.Array, metric_logits: jax.Array,
+def _detect_one(cls_logits: jax.Array, boxes: jax.Array, quality_logits: jax.Array,
                 image_hw: jax.Array, level_sizes: tuple[int, ...],
                 cfg: ml_collections.ConfigDict) -> Detections:
-  """cls_logits [N, C], boxes [N, 4], metric_logits [N], image_hw [2] -> one image's detections."""
+  """cls_logits [N, C], boxes [N, 4], quality_logits [N], image_hw [2] -> one image's
+  detections."""
   num_classes = cls_logits.shape[-1]
   probs = jax.nn.sigmoid(cls_logits)
-  metric = jax.nn.sigmoid(metric_logits)[:, None]
-  rank = probs * metric if cfg.ranking == 'cls_x_metric' else jnp.broadcast_to(metric, probs.shape)
+  quality = jax.nn.sigmoid(quality_logits)[:, None]
+  rank = (probs * quality if cfg.ranking == 'cls_x_quality'
+          else jnp.broadcast_to(quality, probs.shape))
   rank = jnp.where(probs > cfg.score_threshold, rank, -jnp.inf)
 
   cand_scores, cand_index = [], []
@@ -106,7 +110,7 @@ def detect(outputs: dict[str, jax.Array], image_hw: jax.Array, priors: Priors,
   """Batched detections from the head's outputs.
 
   Args:
-    outputs: cls_logits [B, N, C], box_reg [B, N, 4], metric_logits [B, N] (float32).
+    outputs: cls_logits [B, N, C], box_reg [B, N, 4], quality_logits [B, N] (float32).
     image_hw: [B, 2] int32 resized image sizes (boxes are clipped to them).
     priors: priors of the padded input size.
     config: the experiment config (``inference`` and ``model.prior`` are read).
@@ -119,4 +123,4 @@ def detect(outputs: dict[str, jax.Array], image_hw: jax.Array, priors: Priors,
     raise errors.ConfigError(f'inference.ranking: {cfg.ranking!r} is not one of {RANKINGS}')
   boxes = boxes_lib.decode(outputs['box_reg'], priors, config.model.prior)
   return jax.vmap(lambda c, b, m, hw: _detect_one(c, b, m, hw, priors.level_sizes, cfg))(
-      outputs['cls_logits'], boxes, outputs['metric_logits'], image_hw)
+      outputs['cls_logits'], boxes, outputs['quality_logits'], image_hw)

@@ -1,16 +1,23 @@
-"""DLA's loss (paper, section 3.3): focal (eq. 4), weighted GIoU (eqs. 5-6), metric (eq. 7).
+"""Training losses: DLA's (paper, section 3.3) and ATSS's, on the same assignment code.
 
-``detection_loss`` runs the batched assigner on stop-gradient predictions and combines the three
-terms as eq. 8: ``L = cls_weight * L_cls + reg_weight * L_reg + metric_weight * L_metric``.
+``detection_loss`` runs the batched assigner on stop-gradient predictions and combines three
+terms as eq. 8, ``L = cls_weight * L_cls + reg_weight * L_reg + quality_weight * L_quality``.
+``model.head`` picks the terms after the shared focal loss (eq. 4):
 
-Normalisers. ``L_cls`` and ``L_metric`` are divided by the number of positives ``N_pos``,
-``L_reg`` by the sum of the regression weights ``sum(w)``, both over the whole batch and both
-clamped at 1 as ATSS / MMDetection do (``reduce_mean(...).clamp_(min=1)``), so a batch without
-positives has a finite loss (then only the background terms, divided by 1). Under ``jax.jit``
-with a sharded global batch the sums are already global and no ``axis_name`` is needed. Inside a
-per-device map (``jax.shard_map`` or a named ``vmap``), pass ``axis_name``: the per-device
-normalisers are then averaged with ``lax.pmean``, as MMDetection's ``reduce_mean``, and the mean
-over devices of the per-device losses equals the loss of the global batch.
+- 'dla': GIoU weighted by ``w = m ** gamma`` (eqs. 5-6) and the metric loss (eq. 7);
+- 'atss': ATSS's (Zhang et al., CVPR 2020; MMDetection v2's ``ATSSHead.loss``): GIoU weighted by
+  each positive's centerness target, and the binary cross-entropy of the centerness branch
+  towards that target on positives.
+
+Normalisers. ``L_cls`` and the quality loss are divided by the number of positives ``N_pos``,
+``L_reg`` by the sum of its weights (``sum(w)``, or the sum of centerness targets), both over the
+whole batch and both clamped at 1 as ATSS / MMDetection do (``reduce_mean(...).clamp_(min=1)``),
+so a batch without positives has a finite loss (then only the background terms, divided by 1).
+Under ``jax.jit`` with a sharded global batch the sums are already global and no ``axis_name``
+is needed. Inside a per-device map (``jax.shard_map`` or a named ``vmap``), pass ``axis_name``:
+the per-device normalisers are then averaged with ``lax.pmean``, as MMDetection's
+``reduce_mean``, and the mean over devices of the per-device losses equals the loss of the
+global batch.
 """
 
 from typing import Optional
@@ -49,7 +56,8 @@ def focal_loss(logits: jnp.ndarray, targets: jnp.ndarray, alpha: float,
 
 
 def giou_loss(pred_boxes: jnp.ndarray, target_boxes: jnp.ndarray) -> jnp.ndarray:
-  """``1 - GIoU`` (eq. 5), elementwise over ``[..., 4]`` boxes -> ``[...]``, in ``[0, 2]``."""
+  """``1 - GIoU``, the loss eq. 6 weights, elementwise over ``[..., 4]`` boxes -> ``[...]``, in
+  ``[0, 2]``."""
   return 1.0 - box_ops.aligned_giou(pred_boxes, target_boxes)
 
 
@@ -71,6 +79,48 @@ def metric_loss(logits: jnp.ndarray, targets: jnp.ndarray, beta: float) -> jnp.n
   return jnp.abs(c - targets)**beta * _bce_with_logits(logits, targets)
 
 
+def centerness_targets(centers: jnp.ndarray, boxes: jnp.ndarray) -> jnp.ndarray:
+  """ATSS's centerness of a point in a box (MMDetection v2 ``ATSSHead.centerness_target``).
+
+  With ``l, t, r, b`` the distances from the point to the box's sides,
+  ``sqrt(min(l, r) / max(l, r) * min(t, b) / max(t, b))``: 1 at the box centre, towards 0 at
+  its border.
+
+  Args:
+    centers: [..., 2] float32 points (x, y), the priors' centres.
+    boxes: [..., 4] float32 (x1, y1, x2, y2) boxes that contain their point.
+
+  Returns:
+    [...] float32 in [0, 1]; 0 where a point is on or outside its box's border.
+  """
+  lr = jnp.stack([centers[..., 0] - boxes[..., 0], boxes[..., 2] - centers[..., 0]], -1)
+  tb = jnp.stack([centers[..., 1] - boxes[..., 1], boxes[..., 3] - centers[..., 1]], -1)
+  ratio = lambda d: jnp.maximum(d.min(-1), 0.0) / jnp.maximum(d.max(-1), 1e-12)
+  return jnp.sqrt(ratio(lr) * ratio(tb))
+
+
+def _dla_terms(outputs: dict[str, jnp.ndarray], pred_boxes: jnp.ndarray,
+               targets: assign_lib.Assignment, beta: float
+               ) -> tuple[jnp.ndarray, jnp.ndarray, jnp.ndarray]:
+  """DLA's regression and metric terms, unnormalised: (sum of ``w * GIoU loss`` (eq. 6),
+  ``sum(w)``, sum of eq. 7 over every location)."""
+  reg = (targets.reg_weights * giou_loss(pred_boxes, targets.box_targets)).sum()
+  quality = metric_loss(outputs['quality_logits'], targets.metric_targets, beta).sum()
+  return reg, targets.reg_weights.sum(), quality
+
+
+def _atss_terms(outputs: dict[str, jnp.ndarray], pred_boxes: jnp.ndarray,
+                targets: assign_lib.Assignment, centers: jnp.ndarray
+                ) -> tuple[jnp.ndarray, jnp.ndarray, jnp.ndarray]:
+  """ATSS's regression and centerness terms, unnormalised: (sum of ``centerness * GIoU loss``,
+  sum of centerness targets, sum of the centerness BCE over positives)."""
+  positive = targets.positive
+  weights = jnp.where(positive, centerness_targets(centers, targets.box_targets), 0.0)
+  reg = (weights * giou_loss(pred_boxes, targets.box_targets)).sum()
+  bce = _bce_with_logits(outputs['quality_logits'], weights)
+  return reg, weights.sum(), jnp.where(positive, bce, 0.0).sum()
+
+
 def detection_loss(outputs: dict[str, jnp.ndarray],
                    priors: Priors,
                    gt_boxes: jnp.ndarray,
@@ -79,24 +129,26 @@ def detection_loss(outputs: dict[str, jnp.ndarray],
                    alpha: jnp.ndarray,
                    config: ml_collections.ConfigDict,
                    axis_name: Optional[str] = None) -> tuple[jnp.ndarray, dict[str, jnp.ndarray]]:
-  """Eq. 8 on a batch: assigns labels from the (stop-gradient) predictions, then the loss.
+  """Eq. 8 on a batch: assigns labels from the (stop-gradient) predictions, then the loss of
+  ``config.model.head`` (see the module docstring).
 
   Args:
     outputs: the head's float32 outputs, ``cls_logits [B, N, C]``, ``box_reg [B, N, 4]``
-      (point: l, t, r, b in strides; anchor: deltas) and ``metric_logits [B, N]``.
+      (point: l, t, r, b in strides; anchor: deltas) and ``quality_logits [B, N]`` (the
+      metric, or the centerness).
     priors: the priors of the padded image size, host arrays (closed over, not traced).
     gt_boxes: [B, G, 4] float32, (x1, y1, x2, y2) in pixels.
     gt_labels: [B, G] int32 classes in ``[0, C)``.
     gt_valid: [B, G] bool, False for padding.
     alpha: [] float32 from ``assign.alpha_schedule`` (eq. 2).
-    config: the experiment config (``model.prior``, ``assigner``, ``loss``).
+    config: the experiment config (``model.prior``, ``model.head``, ``assigner``, ``loss``).
     axis_name: the mapped device axis whose normalisers are averaged, or None (see the module
       docstring).
 
   Returns:
     The total loss ``[]`` and a dict of ``[]`` float32 metrics: ``loss``, ``loss_cls``,
-    ``loss_reg``, ``loss_metric``, ``num_pos`` (positives per device, or in the batch) and
-    ``alpha``.
+    ``loss_reg``, ``loss_metric`` ('dla') or ``loss_centerness`` ('atss'), ``num_pos``
+    (positives per device, or in the batch) and ``alpha``.
   """
   cls_logits = outputs['cls_logits']
   num_classes = cls_logits.shape[-1]
@@ -108,20 +160,25 @@ def detection_loss(outputs: dict[str, jnp.ndarray],
       alpha, level_sizes=tuple(priors.level_sizes), topk=a.topk, gamma=a.gamma,
       num_classes=num_classes, name=a.name)
 
+  c = config.loss
+  if config.model.head == 'atss':
+    quality_name = 'loss_centerness'
+    reg, sum_w, quality = _atss_terms(outputs, pred_boxes, targets, jnp.asarray(priors.centers))
+  else:
+    quality_name = 'loss_metric'
+    reg, sum_w, quality = _dla_terms(outputs, pred_boxes, targets, c.metric_beta)
   num_pos = targets.positive.sum().astype(jnp.float32)
-  sum_w = targets.reg_weights.sum()
   if axis_name is not None:
     num_pos, sum_w = jax.lax.pmean((num_pos, sum_w), axis_name)
   pos_norm = jnp.maximum(num_pos, 1.0)
   reg_norm = jnp.maximum(sum_w, 1.0)
 
-  c = config.loss
   cls_targets = jax.nn.one_hot(targets.labels, num_classes, dtype=cls_logits.dtype)
   loss_cls = focal_loss(cls_logits, cls_targets, c.focal_alpha, c.focal_gamma).sum() / pos_norm
-  loss_reg = (targets.reg_weights * giou_loss(pred_boxes, targets.box_targets)).sum() / reg_norm
-  loss_metric = metric_loss(outputs['metric_logits'], targets.metric_targets,
-                            c.metric_beta).sum() / pos_norm
-  total = c.cls_weight * loss_cls + c.reg_weight * loss_reg + c.metric_weight * loss_metric
-  metrics = dict(loss=total, loss_cls=loss_cls, loss_reg=loss_reg, loss_metric=loss_metric,
-                 num_pos=num_pos, alpha=jnp.asarray(alpha, jnp.float32))
+  loss_reg = reg / reg_norm
+  loss_quality = quality / pos_norm
+  total = c.cls_weight * loss_cls + c.reg_weight * loss_reg + c.quality_weight * loss_quality
+  metrics = {'loss': total, 'loss_cls': loss_cls, 'loss_reg': loss_reg,
+             quality_name: loss_quality, 'num_pos': num_pos,
+             'alpha': jnp.asarray(alpha, jnp.float32)}
   return total, metrics

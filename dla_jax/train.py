@@ -96,9 +96,10 @@ def _eta(step: int, total: int, start_step: int, start_time: float) -> str:
 
 def _log_line(step: int, total_steps: int, steps_per_epoch: int, means: dict[str, float],
               eta: str) -> str:
+  quality = 'metric' if 'loss_metric' in means else 'centerness'
   return (f'step {step}/{total_steps} (epoch {step / steps_per_epoch:.2f}) | '
           f'loss {means["loss"]:.4f} = cls {means["loss_cls"]:.4f} '
-          f'+ reg {means["loss_reg"]:.4f} + metric {means["loss_metric"]:.4f} | '
+          f'+ reg {means["loss_reg"]:.4f} + {quality} {means[f"loss_{quality}"]:.4f} | '
           f'alpha {means["alpha"]:.4f} | lr {means["lr"]:.5f} | pos {means["num_pos"]:.1f} | '
           f'{means["images_per_s"]:.1f} img/s | ETA {eta}')
 

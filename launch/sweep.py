@@ -1,7 +1,8 @@
 """Runs a sweep: every named list of config overrides, for every seed, each in its own workdir.
 
   python launch/sweep.py --config configs/shapes_tiny.py --sweep launch/sweeps/dla_vs_atss.py \
-      --seeds 0,1,2 --out ~/sweeps/dla_vs_atss [--dry_run] [-- dla_jax.main flags for all runs]
+      --seeds 0,1,2 --out ~/sweeps/dla_vs_atss [--runs dla,atss] [--dry_run] \
+      [-- dla_jax.main flags for all runs]
   python launch/summarize_sweep.py ~/sweeps/dla_vs_atss
 
 A sweep file defines ``get_sweep()``, returning {run name: [--config.* overrides]}. Run
@@ -79,13 +80,20 @@ def main():
                       help='experiment config: a file, or a packaged config name')
   parser.add_argument('--sweep', required=True, help='file defining get_sweep()')
   parser.add_argument('--seeds', default='0', help='comma-separated seeds')
+  parser.add_argument('--runs', default='', help='comma-separated run names of the sweep file '
+                      'to run (default: all)')
   parser.add_argument('--out', required=True, help='sweep folder')
   parser.add_argument('--dry_run', action='store_true', help='print the commands only')
   parser.add_argument('extra', nargs='*', help='after --: flags for every run')
   args = parser.parse_args()
   seeds = [int(s) for s in args.seeds.split(',')]
-  runs = commands(args.config, load_sweep(args.sweep), seeds, os.path.abspath(args.out),
-                  args.extra)
+  sweep = load_sweep(args.sweep)
+  if args.runs:
+    unknown = sorted(set(args.runs.split(',')) - set(sweep))
+    if unknown:
+      parser.error(f'--runs: {", ".join(unknown)} not in {args.sweep} ({", ".join(sweep)})')
+    sweep = {name: sweep[name] for name in args.runs.split(',')}
+  runs = commands(args.config, sweep, seeds, os.path.abspath(args.out), args.extra)
   os.makedirs(args.out, exist_ok=True)
   record_runs(args.out, runs)
   for name, seed, workdir, argv in runs:

@@ -284,3 +284,40 @@ def test_images_with_more_boxes_than_slots_keep_the_largest_and_warn(tmp_path, c
   np.testing.assert_allclose(batch['boxes'][0], [[0, 0, 9 * sx, 9 * sy], [0, 0, 4 * sx, 4 * sy]],
                              rtol=1e-6)
   np.testing.assert_array_equal(batch['valid'][0], [True, True])
+
+
+def _three_images(tmp_path):
+  """Image 10 with a box, image 4 with a crowd region only, image 6 with no annotation."""
+  images = [{'id': 10, 'file_name': 'a.png', 'height': 30, 'width': 40},
+            {'id': 4, 'file_name': 'b.png', 'height': 30, 'width': 40},
+            {'id': 6, 'file_name': 'c.png', 'height': 30, 'width': 40}]
+  anns = [_ann(1, 10, 2, [0, 0, 5, 5]), _ann(2, 4, 2, [5, 5, 20, 20], iscrowd=1)]
+  images_dir, path = _write(tmp_path, anns, images)
+  config = default.get_config()
+  config.data.num_classes = 3
+  config.data.source = 'coco_json'
+  config.data.train_images = config.data.val_images = images_dir
+  config.data.train_annotations = config.data.val_annotations = path
+  return config
+
+
+def test_training_skips_images_without_annotations_as_mmdetection_but_evaluation_keeps_them(
+    tmp_path):
+  config = _three_images(tmp_path)
+  assert config.data.filter_empty_gt  # the COCO recipe's default
+  dataset = pipeline.load_dataset(config, 'train')
+  # MMDetection's filter_empty_gt keeps an image with any annotation, a crowd one included.
+  assert [r.image_id for r in pipeline.train_records(config, dataset)] == [4, 10]
+  _, val = pipeline.make_eval_iterator(config, global_batch=2, process_index=0, process_count=1)
+  assert sorted(r.image_id for r in val.records) == [4, 6, 10]
+  config.data.filter_empty_gt = False
+  assert [r.image_id for r in pipeline.train_records(config, dataset)] == [4, 6, 10]
+
+
+def test_training_set_without_any_annotation_names_the_json(tmp_path):
+  images_dir, path = _write(tmp_path, [])
+  config = default.get_config()
+  config.data.num_classes = 3
+  dataset = coco_json.load(images_dir, path)
+  with pytest.raises(errors.DataError, match=r'instances\.json: no image has an annotation'):
+    pipeline.train_records(config, dataset)

@@ -6,6 +6,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from dla_jax.configs import atss_r50_fpn_1x_coco
 from dla_jax.configs import dla_r101_fpn_2x_coco
 from dla_jax.configs import dla_r50_fpn_1x_coco
 from dla_jax.configs import dla_r50_fpn_anchor_1x_coco
@@ -21,6 +22,7 @@ from dla_jax.models import fpn as fpn_lib
 # 3,868,672; head: 8 tower convs + GroupNorm 4,722,688, classifier 184,400, regression 9,220,
 # centerness 2,305, 5 scales.
 ATSS_R50_PARAMS = 23_508_032 + 3_868_672 + 4_722_688 + 184_400 + 9_220 + 2_305 + 5
+CENTERNESS_PARAMS = 9 * 256 + 1
 # DLA's metric branch replaces centerness: 1x1 conv 512 -> 256 (+bias), 3x3 conv 256 -> 1 (+bias).
 METRIC_BRANCH_PARAMS = 512 * 256 + 256 + 9 * 256 + 1
 
@@ -44,21 +46,27 @@ def test_paper_detectors_output_one_row_per_prior_at_coco_size(config_module, im
   n = sum(priors_lib.make_priors(image_size, fpn_lib.STRIDES, 8.0).level_sizes)
   assert outputs['cls_logits'].shape == (2, n, 80)
   assert outputs['box_reg'].shape == (2, n, 4)
-  assert outputs['metric_logits'].shape == (2, n)
+  assert outputs['quality_logits'].shape == (2, n)
   assert all(o.dtype == jnp.float32 for o in outputs.values())
   print(f'{config.model.backbone} {config.model.prior} {image_size}: N={n}, '
         f'{_pytorch_style_count(variables):,} parameters')
 
 
-def test_r50_detector_has_atss_count_plus_metric_branch():
+def test_atss_r50_detector_has_exactly_mmdetections_count():
+  config = atss_r50_fpn_1x_coco.get_config()
+  variables = jax.eval_shape(detector.build_detector(config).init, jax.random.key(0),
+                             jax.ShapeDtypeStruct((1, 64, 64, 3), jnp.float32))
+  assert _pytorch_style_count(variables) == ATSS_R50_PARAMS
+  assert 'centerness' in variables['params']['head']
+  assert 'metric_reduce' not in variables['params']['head']
+
+
+def test_r50_detector_has_atss_count_with_the_metric_branch_for_centerness():
   config = dla_r50_fpn_1x_coco.get_config()
   variables = jax.eval_shape(detector.build_detector(config).init, jax.random.key(0),
                              jax.ShapeDtypeStruct((1, 64, 64, 3), jnp.float32))
   count = _pytorch_style_count(variables)
-  expected = ATSS_R50_PARAMS + METRIC_BRANCH_PARAMS
-  print(f'DLA R50-FPN: {count:,} parameters; ATSS R50-FPN {ATSS_R50_PARAMS:,} + metric branch '
-        f'{METRIC_BRANCH_PARAMS:,} = {expected:,}')
-  assert abs(count - expected) <= 0.01 * expected
+  assert count == ATSS_R50_PARAMS - CENTERNESS_PARAMS + METRIC_BRANCH_PARAMS == 32_426_650
 
 
 def _tiny(**model_overrides):
@@ -105,6 +113,35 @@ def test_frozen_stages_and_batchnorm_get_exactly_zero_update():
       assert all(changed), name
   # BatchNorm statistics are not parameters: the optimizer never sees them.
   assert all('bn' not in str(p) for p, _ in jax.tree_util.tree_flatten_with_path(new)[0])
+
+
+def test_bn_eval_trains_batchnorm_affine_outside_frozen_stages_and_never_its_statistics():
+  """MMDetection's norm_eval=True with requires_grad=True: in stages 2-4 BatchNorm's scale and
+  bias train; in the stem and stage 1 nothing does; means and variances never change."""
+  config = _tiny(frozen_stages=1, backbone_norm='bn_eval')
+  config.optim.warmup_steps = 0
+  model = detector.build_detector(config)
+  variables = detector.init_variables(model, config, jax.random.key(0))
+  stats = variables['batch_stats']['backbone']
+  assert set(stats['layer2_0']['bn1']) == {'mean', 'var'}
+  params = variables['params']
+  assert set(params['backbone']['layer2_0']['bn1']) == {'scale', 'bias'}
+  images = jax.random.normal(jax.random.key(1), (2, 64, 64, 3))
+
+  def loss_fn(p):
+    out = model.apply({'params': p, 'batch_stats': variables['batch_stats']}, images)
+    return sum(jnp.mean(jnp.square(v)) for v in out.values())
+
+  tx = optim.make_optimizer(config, params, steps_per_epoch=10)
+  updates, _ = tx.update(jax.grad(loss_fn)(params), tx.init(params), params)
+  new = optax.apply_updates(params, updates)['backbone']
+  for name, before in params['backbone'].items():
+    for path, old in jax.tree_util.tree_flatten_with_path(before)[0]:
+      leaf = new[name]
+      for key in path:
+        leaf = leaf[key.key]
+      changed = bool(jnp.any(leaf != old))
+      assert changed == (name not in ('conv1', 'bn1', 'layer1_0', 'layer1_1')), (name, path)
 
 
 def test_group_norm_backbone_trains_every_stage_when_nothing_is_frozen():

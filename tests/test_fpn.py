@@ -1,4 +1,5 @@
-"""The FPN reproduces torchvision's FeaturePyramidNetwork with LastLevelP6P7 (ATSS's P6/P7)."""
+"""The FPN reproduces torchvision's FeaturePyramidNetwork with LastLevelP6P7 (ReLU before P7, as
+the ATSS authors' code), and without that ReLU as MMDetection's ATSS config builds it."""
 
 import numpy as np
 import pytest
@@ -9,7 +10,8 @@ import jax.numpy as jnp
 from dla_jax.models import fpn as fpn_lib
 
 
-def test_fpn_matches_torchvision_feature_pyramid_with_p6_p7():
+@pytest.mark.parametrize('relu_before_p7', [True, False])
+def test_fpn_matches_torchvision_feature_pyramid_with_p6_p7(relu_before_p7):
   torch = pytest.importorskip('torch')
   from torchvision.ops import feature_pyramid_network as tv_fpn  # pylint: disable=C0415
   in_channels, channels = [8, 16, 32], 16
@@ -23,9 +25,11 @@ def test_fpn_matches_torchvision_feature_pyramid_with_p6_p7():
   feats = [rng.normal(size=(2, h, w, c)).astype(np.float32)
            for (h, w), c in zip([(25, 42), (13, 21), (7, 11)], in_channels)]
   with torch.no_grad():
-    expected = reference({str(i): torch.from_numpy(f.transpose(0, 3, 1, 2))
-                          for i, f in enumerate(feats)})
-  expected = [v.numpy().transpose(0, 2, 3, 1) for v in expected.values()]
+    expected = list(reference({str(i): torch.from_numpy(f.transpose(0, 3, 1, 2))
+                               for i, f in enumerate(feats)}).values())
+    if not relu_before_p7:  # MMDetection: P7 = conv(P6)
+      expected[-1] = reference.extra_blocks.p7(expected[-2])
+  expected = [v.numpy().transpose(0, 2, 3, 1) for v in expected]
 
   sd = {k: v.numpy() for k, v in reference.state_dict().items()}
   conv = lambda name: {'kernel': sd[f'{name}.weight'].transpose(2, 3, 1, 0),
@@ -33,7 +37,7 @@ def test_fpn_matches_torchvision_feature_pyramid_with_p6_p7():
   params = {f'lateral{i}': conv(f'inner_blocks.{i}.0') for i in range(3)}
   params |= {f'output{i}': conv(f'layer_blocks.{i}.0') for i in range(3)}
   params |= {'p6': conv('extra_blocks.p6'), 'p7': conv('extra_blocks.p7')}
-  got = fpn_lib.FPN(channels).apply({'params': params}, [jnp.asarray(f) for f in feats])
+  got = fpn_lib.FPN(channels, relu_before_p7).apply({'params': params}, [jnp.asarray(f) for f in feats])
   assert len(got) == 5
   for level, (g, e) in enumerate(zip(got, expected), start=3):
     assert g.shape == e.shape, f'P{level}'

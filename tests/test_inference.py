@@ -50,7 +50,7 @@ def test_device_nms_keeps_the_same_boxes_as_numpy_greedy_nms(seed):
   assert list(np.asarray(indices)) == expected[:10] and bool(keep.all())
 
 
-def _outputs_with_one_object(config, image_hw, box, label, ranking_metric):
+def _outputs_with_one_object(config, image_hw, box, label, quality):
   """Head outputs where every prior of P3 regresses ``box`` but only one is confident."""
   priors = priors_lib.make_priors(image_hw, (8, 16, 32, 64, 128), 8.0)
   n, c = len(priors.centers), config.data.num_classes
@@ -59,9 +59,9 @@ def _outputs_with_one_object(config, image_hw, box, label, ranking_metric):
   cls_logits = np.full((1, n, c), -10.0, np.float32)
   cls_logits[0, :5, label] = [3.0, 2.0, 1.0, 0.0, -1.0]   # overlapping duplicates
   cls_logits[0, 7, (label + 1) % c] = 2.5                  # same box, another class
-  metric_logits = np.full((1, n), ranking_metric, np.float32)
+  quality_logits = np.full((1, n), quality, np.float32)
   return priors, {'cls_logits': jnp.asarray(cls_logits), 'box_reg': ltrb[None],
-                  'metric_logits': jnp.asarray(metric_logits)}
+                  'quality_logits': jnp.asarray(quality_logits)}
 
 
 def test_duplicates_are_suppressed_within_a_class_but_not_across_classes():
@@ -72,14 +72,14 @@ def test_duplicates_are_suppressed_within_a_class_but_not_across_classes():
   assert valid.sum() == 2
   np.testing.assert_array_equal(np.asarray(det.labels[0])[valid], [2, 3])
   np.testing.assert_allclose(np.asarray(det.boxes[0])[valid], [[10, 12, 40, 50]] * 2, atol=1e-3)
-  # cls_x_metric: sigmoid(3) * sigmoid(0), best first.
+  # cls_x_quality: sigmoid(3) * sigmoid(0), best first.
   np.testing.assert_allclose(np.asarray(det.scores[0])[valid],
                              [jax.nn.sigmoid(3.0) * 0.5, jax.nn.sigmoid(2.5) * 0.5], rtol=1e-5)
 
 
-def test_metric_ranking_scores_boxes_by_metric_after_class_threshold():
+def test_quality_ranking_scores_boxes_by_quality_after_class_threshold():
   config = shapes_tiny.get_config()
-  config.inference.ranking = 'metric'
+  config.inference.ranking = 'quality'
   priors, outputs = _outputs_with_one_object(config, (64, 64), [10., 12., 40., 50.], 2, 1.0)
   det = inference.detect(outputs, jnp.array([[64, 64]]), priors, config)
   valid = np.asarray(det.valid[0])

@@ -1,4 +1,5 @@
-"""Tests of dla_jax.losses: eqs. 4-8, normalisers, and finite gradients in degenerate batches."""
+"""Tests of dla_jax.losses: eqs. 4-8, ATSS's loss, normalisers, and finite gradients in degenerate
+batches."""
 
 import functools
 
@@ -11,6 +12,7 @@ from dla_jax.configs import default
 from dla_jax import assign as assign_lib
 from dla_jax import boxes as box_ops
 from dla_jax import losses
+from dla_jax.priors import Priors
 from dla_jax.priors import make_priors
 
 IMAGE_HW = (128, 128)
@@ -18,9 +20,10 @@ NUM_CLASSES = 5
 PRIORS = make_priors(IMAGE_HW, (8, 16, 32, 64, 128), 8.0)
 
 
-def _config(prior='point', name='dla'):
+def _config(prior='point', name='dla', head='dla'):
   config = default.get_config()
   config.model.prior = prior
+  config.model.head = head
   config.assigner.name = name
   return config
 
@@ -33,7 +36,7 @@ def _outputs(rng, batch, prior='point'):
     box_reg = rng.normal(0.0, 1.0, (batch, n, 4))
   return dict(cls_logits=jnp.asarray(rng.normal(-2.0, 2.0, (batch, n, NUM_CLASSES)), jnp.float32),
               box_reg=jnp.asarray(box_reg, jnp.float32),
-              metric_logits=jnp.asarray(rng.normal(0.0, 2.0, (batch, n)), jnp.float32))
+              quality_logits=jnp.asarray(rng.normal(0.0, 2.0, (batch, n)), jnp.float32))
 
 
 def _gts(rng, batch, max_boxes, num_real, zero_area=False):
@@ -101,7 +104,7 @@ def test_giou_loss_is_zero_for_identical_boxes_and_two_for_distant_ones():
 def test_total_is_the_weighted_sum_with_the_papers_normalisers(prior):
   rng = np.random.default_rng(0)
   config = _config(prior)
-  config.loss.cls_weight, config.loss.reg_weight, config.loss.metric_weight = 1.5, 2.0, 0.5
+  config.loss.cls_weight, config.loss.reg_weight, config.loss.quality_weight = 1.5, 2.0, 0.5
   outputs = _outputs(rng, 2, prior)
   boxes, labels, valid = _gts(rng, 2, 8, 5)
   total, parts = jax.jit(_loss_fn(config))(outputs, gt_boxes=boxes, gt_labels=labels,
@@ -121,7 +124,7 @@ def test_total_is_the_weighted_sum_with_the_papers_normalisers(prior):
   cls = losses.focal_loss(outputs['cls_logits'], onehot, 0.25, 2.0).sum() / num_pos
   w = np.asarray(targets.reg_weights)
   reg = (w * losses.giou_loss(pred, targets.box_targets)).sum() / w.sum()
-  metric = losses.metric_loss(outputs['metric_logits'], targets.metric_targets,
+  metric = losses.metric_loss(outputs['quality_logits'], targets.metric_targets,
                               2.0).sum() / num_pos
   np.testing.assert_allclose([parts['loss_cls'], parts['loss_reg'], parts['loss_metric']],
                              [cls, reg, metric], rtol=1e-5)
@@ -139,15 +142,17 @@ def test_zero_positives_leave_only_the_background_terms():
   np.testing.assert_allclose(parts['loss_cls'], background, rtol=1e-6)
 
 
-@pytest.mark.parametrize('prior,name', [('point', 'dla'), ('anchor', 'dla'), ('point', 'atss')])
+@pytest.mark.parametrize('prior,name,head', [('point', 'dla', 'dla'), ('anchor', 'dla', 'dla'),
+                                             ('point', 'atss', 'dla'), ('point', 'atss', 'atss'),
+                                             ('anchor', 'atss', 'atss')])
 @pytest.mark.parametrize('case', ['no_gt', 'one_gt', '100_gts', 'zero_area_gts'])
-def test_gradient_wrt_head_outputs_is_finite(prior, name, case):
+def test_gradient_wrt_head_outputs_is_finite(prior, name, head, case):
   rng = np.random.default_rng(2)
   max_boxes = 100 if case == '100_gts' else 10
   num_real = {'no_gt': 0, 'one_gt': 1, '100_gts': 100, 'zero_area_gts': 10}[case]
   boxes, labels, valid = _gts(rng, 2, max_boxes, num_real, zero_area=case == 'zero_area_gts')
   outputs = _outputs(rng, 2, prior)
-  loss_fn = _loss_fn(_config(prior, name))
+  loss_fn = _loss_fn(_config(prior, name, head))
   (total, parts), grads = jax.jit(jax.value_and_grad(loss_fn, has_aux=True))(
       outputs, gt_boxes=boxes, gt_labels=labels, gt_valid=valid, alpha=jnp.float32(0.92))
   assert np.isfinite(total)
@@ -156,11 +161,12 @@ def test_gradient_wrt_head_outputs_is_finite(prior, name, case):
   assert (parts['num_pos'] > 0) == (case in ('one_gt', '100_gts'))
 
 
-def test_pmean_normalisers_give_the_loss_of_the_global_batch():
+@pytest.mark.parametrize('head', ['dla', 'atss'])
+def test_pmean_normalisers_give_the_loss_of_the_global_batch(head):
   rng = np.random.default_rng(3)
   outputs = _outputs(rng, 4)
   boxes, labels, valid = _gts(rng, 4, 8, 3)
-  config = _config()
+  config = _config(name=head, head=head)
   alpha = jnp.float32(0.9)
   global_loss, global_grads = jax.jit(jax.value_and_grad(
       lambda o: _loss_fn(config)(o, gt_boxes=boxes, gt_labels=labels, gt_valid=valid,
@@ -180,3 +186,55 @@ def test_pmean_normalisers_give_the_loss_of_the_global_batch():
     # global batch's gradients.
     np.testing.assert_allclose(device_grads[key].reshape(outputs[key].shape) / 2,
                                global_grads[key], rtol=1e-4, atol=1e-9)
+
+
+def test_centerness_targets_follow_atss_formula_on_random_boxes():
+  rng = np.random.default_rng(4)
+  xy = rng.uniform(0, 100, (50, 2))
+  boxes = np.concatenate([xy, xy + rng.uniform(1, 80, (50, 2))], -1).astype(np.float32)
+  points = (boxes[:, :2] + rng.uniform(0.01, 0.99, (50, 2)) * (boxes[:, 2:] - boxes[:, :2]))
+  got = losses.centerness_targets(jnp.asarray(points, jnp.float32), jnp.asarray(boxes))
+  l, t = points[:, 0] - boxes[:, 0], points[:, 1] - boxes[:, 1]
+  r, b = boxes[:, 2] - points[:, 0], boxes[:, 3] - points[:, 1]
+  expected = np.sqrt(np.minimum(l, r) / np.maximum(l, r) * np.minimum(t, b) / np.maximum(t, b))
+  np.testing.assert_allclose(got, expected, rtol=1e-5)
+  # On the border or outside (background rows hold zero boxes): 0, never NaN.
+  edge = losses.centerness_targets(jnp.array([[0., 5.], [50., 50.]]),
+                                   jnp.array([[0., 0., 10., 10.], [0., 0., 0., 0.]]))
+  np.testing.assert_array_equal(edge, [0.0, 0.0])
+
+
+def test_atss_loss_on_a_hand_worked_two_prior_example():
+  """One GT (0, 0, 16, 10); two stride-8 point priors at (4, 4) and (12, 4) whose 8 px anchors
+  both overlap it by IoU 0.4, so both are ATSS positives (m = mean + std exactly)."""
+  priors = Priors(centers=np.array([[4., 4.], [12., 4.]], np.float32),
+                  anchors=np.array([[0., 0., 8., 8.], [8., 0., 16., 8.]], np.float32),
+                  strides=np.array([8., 8.], np.float32), levels=np.zeros(2, np.int32),
+                  level_sizes=(2,))
+  config = _config('point', 'atss', 'atss')
+  config.assigner.topk = 9
+  # Prior 0 predicts (0, 0, 12, 8): GIoU 0.6 with the GT; prior 1 predicts the GT exactly.
+  box_reg = jnp.array([[[0.5, 0.5, 1.0, 0.5], [1.5, 0.5, 0.5, 0.75]]])
+  cls_logits = jnp.array([[[1.0, -1.0], [-2.0, 0.5]]])
+  outputs = {'cls_logits': cls_logits, 'box_reg': box_reg,
+             'quality_logits': jnp.array([[0.0, 2.0]])}
+  total, parts = losses.detection_loss(
+      outputs, priors, jnp.array([[[0., 0., 16., 10.]]]), jnp.array([[0]], jnp.int32),
+      jnp.array([[True]]), jnp.float32(1.0), config)
+  assert parts['num_pos'] == 2
+  # Both centres: l, r = 4, 12 (or 12, 4) and t, b = 4, 6: centerness sqrt(1/3 * 2/3).
+  ctr = np.sqrt(2 / 9)
+  # GIoU losses 0.4 and 0, weighted by the centerness targets over their sum, 0.943, clamped
+  # at 1.
+  reg = (ctr * 0.4 + ctr * 0.0) / max(2 * ctr, 1.0)
+  np.testing.assert_allclose(parts['loss_reg'], reg, rtol=1e-5)
+  # BCE towards ctr: logit 0 gives log 2; logit 2 gives softplus(2) - 2 ctr. Over N_pos = 2.
+  bce = np.log(2.0) + (np.log1p(np.exp(2.0)) - 2.0 * ctr)
+  np.testing.assert_allclose(parts['loss_centerness'], bce / 2, rtol=1e-5)
+  # Focal loss, both priors of class 0, over N_pos = 2.
+  p = 1 / (1 + np.exp(-np.array([[1.0, -1.0], [-2.0, 0.5]])))
+  y = np.array([[1.0, 0.0], [1.0, 0.0]])
+  focal = np.where(y == 1, 0.25 * (1 - p)**2 * -np.log(p), 0.75 * p**2 * -np.log(1 - p)).sum()
+  np.testing.assert_allclose(parts['loss_cls'], focal / 2, rtol=1e-5)
+  np.testing.assert_allclose(total, focal / 2 + 2 * reg + bce / 2, rtol=1e-5)
+  assert 'loss_metric' not in parts

@@ -91,7 +91,7 @@ def test_r50_coco_config_without_weights_is_refused_without_torch_naming_the_imp
     pretrained.check_backbone_init(dla_r50_fpn_1x_coco.get_config().model)
   message = str(raised.value)
   assert message.startswith('model.backbone_init: empty')
-  assert "model.backbone_norm='frozen_bn'" in message and 'model.frozen_stages=1' in message
+  assert "model.backbone_norm='bn_eval'" in message and 'model.frozen_stages=1' in message
   assert ('`dla-import-torchvision --arch resnet50 --state_dict resnet50-0676ba61.pth '
           '--out DIR`') in message
   assert '--config.model.backbone_init=resnet50-0676ba61.pth' in message
@@ -184,6 +184,22 @@ def test_pth_file_and_imported_folder_give_the_same_variables(r18):
   for c in ('params', 'batch_stats'):
     jax.tree.map(np.testing.assert_array_equal, from_pth[c]['backbone'], expected[c])
     jax.tree.map(np.testing.assert_array_equal, from_folder[c]['backbone'], expected[c])
+
+
+@needs_torch
+def test_bn_eval_backbone_takes_the_same_weights_with_batchnorm_affine_as_params(r18):
+  _, pth, folder = r18
+  frozen = _init(_config(pth))
+  config = _config(folder)
+  config.model.backbone_norm = 'bn_eval'
+  moved = _init(config)
+  assert moved['params']['backbone']['layer3_0']['downsample_bn'].keys() == {'scale', 'bias'}
+  assert moved['batch_stats']['backbone']['layer3_0']['downsample_bn'].keys() == {'mean', 'var'}
+  images = jnp.asarray(np.random.default_rng(0).normal(size=(1, 64, 96, 3)), jnp.float32)
+  features = lambda norm, variables: resnet.ResNet('resnet18', norm=norm).apply(
+      {c: variables[c]['backbone'] for c in ('params', 'batch_stats')}, images)
+  for a, b in zip(features('frozen_bn', frozen), features('bn_eval', moved)):
+    np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
 
 
 @needs_torch

@@ -1,5 +1,6 @@
 """The summary tool reports the real parameter counts and prior grid of a config."""
 
+from dla_jax.configs import atss_r50_fpn_1x_coco
 from dla_jax.configs import shapes_tiny
 from dla_jax.tools import summary
 
@@ -15,3 +16,13 @@ def test_summary_counts_match_the_built_model():
   # input channels) halves, every other conv quarters.
   assert rows['params: backbone'] == f'{9_408 // 2 + (11_166_912 - 9_408) // 4:,}'
   assert float(rows['forward GFLOPs at 96 x 160']) > 0
+
+
+def test_atss_r50_fpn_has_mmdetections_parameter_count():
+  """32,295,322: MMDetection v2's ATSS R50-FPN, counted layer by layer in test_detector."""
+  config = atss_r50_fpn_1x_coco.get_config()
+  config.data.image_size = config.data.scale = (128, 128)  # the count does not depend on it
+  rows = dict(summary.summarize(config))
+  assert rows['params: total'] == '32,295,322'
+  # BatchNorm's running means and variances of ResNet-50 (53,120 channels): constants.
+  assert rows['BatchNorm constants'] == f'{2 * 26_560:,}'

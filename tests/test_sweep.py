@@ -110,3 +110,25 @@ def test_sweep_record_keeps_earlier_invocations(tmp_path):
   records = json.loads((tmp_path / 'sweep.json').read_text())
   assert [(r['name'], r['seed'], r['command']) for r in records] == [
       ('dla', 0, 'python c'), ('dla', 1, 'python b')]
+
+
+def test_runs_flag_picks_runs_of_the_sweep_file_and_refuses_unknown_ones(tmp_path):
+  base = ['launch/sweep.py', '--config', 'shapes_sweep', '--sweep',
+          'launch/sweeps/dla_vs_atss.py', '--seeds', '0,1', '--out', str(tmp_path), '--dry_run']
+  out = _run(*base, '--runs', 'atss,dla')
+  assert [line.split(':')[0] for line in out.splitlines()] == [
+      'atss seed 0', 'atss seed 1', 'dla seed 0', 'dla seed 1']
+  assert ('--config.model.head=atss --config.assigner.name=atss --config.assigner.topk=9'
+          in out)
+  result = subprocess.run([sys.executable, *base, '--runs', 'dla,simota'], cwd=REPO,
+                          capture_output=True, text=True, timeout=60)
+  assert result.returncode == 2 and '--runs: simota not in' in result.stderr
+
+
+def test_dla_vs_atss_sweep_has_true_atss_and_the_assigner_ablation_in_both_prior_modes():
+  runs = sweep.load_sweep(os.path.join(REPO, 'launch', 'sweeps', 'dla_vs_atss.py'))
+  assert runs['atss'] == ['--config.model.head=atss', '--config.assigner.name=atss',
+                          '--config.assigner.topk=9']
+  assert runs['atss_assigner'] == ['--config.assigner.name=atss']
+  for name in ('dla', 'atss', 'atss_assigner'):
+    assert runs[f'{name}_anchor'] == runs[name] + ['--config.model.prior=anchor']

@@ -40,10 +40,12 @@ def _run(*args, cwd=REPO):
   return result.stdout
 
 
-@pytest.mark.parametrize('assigner', ['atss', 'dla'])
-def test_main_trains_evaluates_and_predicts(few_images, tmp_path, assigner):
+@pytest.mark.parametrize('method', ['atss', 'dla'])
+def test_main_trains_evaluates_and_predicts(few_images, tmp_path, method):
+  """DLA, and ATSS as its authors ran it (centerness head and loss, its assigner, k = 9)."""
   images, annotations = few_images
-  overrides = [f'--config.assigner.name={assigner}', '--config.data.source=coco_json',
+  atss = ['--config.model.head=atss', '--config.assigner.name=atss', '--config.assigner.topk=9']
+  overrides = [*(atss if method == 'atss' else []), '--config.data.source=coco_json',
                f'--config.data.train_images={images}', f'--config.data.val_images={images}',
                f'--config.data.train_annotations={annotations}',
                f'--config.data.val_annotations={annotations}',
@@ -55,10 +57,11 @@ def test_main_trains_evaluates_and_predicts(few_images, tmp_path, assigner):
   assert out.startswith('backend cpu | devices: 8 x cpu | 1 process | global batch 8, 1 per '
                         'device | compute float32 | conv auto'), out
   assert 'step 3/3' in out and 'alpha' in out and 'img/s' in out
+  assert ('+ centerness ' if method == 'atss' else '+ metric ') in out
   assert 'val at step 3: AP ' in out
   alpha = [r['alpha'] for r in metric_writer.read_metrics(workdir, 'train')]
   # Eq. 2 with T = 3 epochs of one step each; ATSS is alpha = 1 throughout.
-  expected = [1.0] * 3 if assigner == 'atss' else [0.9 + 0.1 * np.exp(-t / 3**0.5)
+  expected = [1.0] * 3 if method == 'atss' else [0.9 + 0.1 * np.exp(-t / 3**0.5)
                                                    for t in range(3)]
   np.testing.assert_allclose(alpha, expected, rtol=1e-6)
   drawn = tmp_path / 'drawn'

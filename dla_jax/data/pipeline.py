@@ -104,6 +104,28 @@ def _warn_dropped_boxes(dataset: coco_json.CocoDataset, max_boxes: int) -> None:
                     (counts[over] - max_boxes).sum())
 
 
+def train_records(config: ml_collections.ConfigDict,
+                  dataset: coco_json.CocoDataset) -> list:
+  """The records training draws from. With ``data.filter_empty_gt``, images without any
+  annotation (crowd ones count) are left out, as MMDetection v2's ``CocoDataset._filter_imgs``
+  does for training (``filter_empty_gt=True``); evaluation always keeps every image.
+
+  Raises:
+    DataError: naming the annotations file, when no image is left to train on.
+  """
+  if not config.data.filter_empty_gt:
+    return list(dataset.records)
+  kept = [r for r in dataset.records if dataset.coco.imgToAnns.get(r.image_id)]
+  if not kept:
+    raise errors.DataError(f'{dataset.annotations}: no image has an annotation, so none is left '
+                           'to train on (data.filter_empty_gt=True skips images without one)')
+  if len(kept) < len(dataset.records):
+    logging.info('%s: training skips %d of %d images that have no annotation '
+                 '(data.filter_empty_gt)', dataset.annotations, len(dataset.records) - len(kept),
+                 len(dataset.records))
+  return kept
+
+
 def make_train_iterator(config: ml_collections.ConfigDict, *, process_index: int | None = None,
                         process_count: int | None = None) -> batching.TrainIterator:
   """Endless, resumable training batches of this process (see ``batching`` for the contract).
@@ -117,7 +139,7 @@ def make_train_iterator(config: ml_collections.ConfigDict, *, process_index: int
   dataset = load_dataset(config, 'train')
   _warn_dropped_boxes(dataset, config.data.max_boxes)
   return batching.TrainIterator(
-      dataset.records, image_size=config.data.image_size, max_boxes=config.data.max_boxes,
+      train_records(config, dataset), image_size=config.data.image_size, max_boxes=config.data.max_boxes,
       global_batch=config.train.global_batch, seed=config.train.seed, scale=config.data.scale,
       short_side_range=config.data.short_side_range, flip_prob=config.data.flip_prob,
       process_index=jax.process_index() if process_index is None else process_index,

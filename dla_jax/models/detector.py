@@ -1,4 +1,4 @@
-"""The whole detector, built from a config: backbone -> FPN -> DLA head."""
+"""The whole detector, built from a config: backbone -> FPN -> head (DLA's or ATSS's)."""
 
 from typing import Any
 
@@ -21,11 +21,11 @@ class Detector(nn.Module):
   """Backbone, FPN and head; parameter subtrees ``backbone``, ``fpn`` and ``head``."""
   backbone: resnet.ResNet
   fpn: fpn_lib.FPN
-  head: head_lib.DLAHead
+  head: head_lib.DetectionHead
 
   def __call__(self, images: jax.Array) -> dict[str, jax.Array]:
     """images: [B, H, W, 3] normalised, H and W multiples of 32 -> the head's outputs
-    (cls_logits [B, N, C], box_reg [B, N, 4], metric_logits [B, N], float32)."""
+    (cls_logits [B, N, C], box_reg [B, N, 4], quality_logits [B, N], float32)."""
     if images.ndim != 4 or images.shape[-1] != 3:
       raise ValueError(f'images must be [batch, height, width, 3] (NHWC, RGB); got shape '
                        f'{tuple(images.shape)}')
@@ -43,6 +43,8 @@ def build_detector(config: ml_collections.ConfigDict) -> Detector:
   m = config.model
   dtype = compute_dtype(config)
   resnet.get_spec(m.backbone)  # fails early, naming the field, on an unknown architecture
+  if m.head not in head_lib.HEADS:
+    raise errors.ConfigError(f'model.head: {m.head!r} is not one of {head_lib.HEADS}')
   if m.prior not in head_lib.PRIOR_MODES:
     raise errors.ConfigError(f'model.prior: {m.prior!r} is not one of {head_lib.PRIOR_MODES}')
   for field in ('fpn_channels', 'head_channels', 'metric_channels'):
@@ -64,10 +66,10 @@ def build_detector(config: ml_collections.ConfigDict) -> Detector:
   return Detector(
       backbone=resnet.ResNet(m.backbone, m.backbone_width, m.frozen_stages, m.backbone_norm,
                              m.gn_groups, dtype, conv, fusion_barriers=on_cpu),
-      fpn=fpn_lib.FPN(m.fpn_channels, dtype, conv),
-      head=head_lib.DLAHead(config.data.num_classes, m.head_channels, m.head_convs, m.gn_groups,
-                            m.metric_channels, len(fpn_lib.STRIDES), m.prior, m.prior_prob, dtype,
-                            conv))
+      fpn=fpn_lib.FPN(m.fpn_channels, m.fpn_relu_before_p7, dtype, conv),
+      head=head_lib.DetectionHead(config.data.num_classes, m.head_channels, m.head_convs,
+                                  m.gn_groups, m.metric_channels, len(fpn_lib.STRIDES), m.prior,
+                                  m.prior_prob, m.head, dtype, conv))
 
 
 def abstract_variables(model: Detector) -> dict[str, Any]:
@@ -92,7 +94,8 @@ def init_variables(model: Detector, config: ml_collections.ConfigDict,
   backbone = {}
   if m.backbone_init:  # read before the compile, so that a wrong file is reported at once
     pretrained.check_backbone_init(m)  # the weights need a BatchNorm backbone
-    backbone = pretrained.read_backbone(m.backbone_init, m.backbone, m.backbone_width)
+    backbone = pretrained.norm_layout(
+        pretrained.read_backbone(m.backbone_init, m.backbone, m.backbone_width), m.backbone_norm)
   variables = jax.jit(model.init)(rng, jnp.zeros((1, 64, 64, 3), jnp.float32))
   for collection, tree in backbone.items():
     variables[collection]['backbone'] = tree

@@ -1,5 +1,5 @@
-"""Feature pyramid P3..P7 on C3..C5, as ATSS uses it (MMDetection's FPN with
-add_extra_convs='on_output' and relu_before_extra_convs=True)."""
+"""Feature pyramid P3..P7 on C3..C5, as ATSS uses it: MMDetection v2's FPN with start_level=1,
+add_extra_convs='on_output' and num_outs=5 (configs/atss/atss_r50_fpn_1x_coco.py)."""
 
 from typing import Any, Callable, Sequence
 
@@ -23,14 +23,18 @@ def _upsample_to(x: jax.Array, hw: tuple[int, int]) -> jax.Array:
 
 class FPN(nn.Module):
   """Lateral 1x1 convs, top-down nearest-upsample sums, 3x3 output convs; P6 = 3x3/2 conv on P5's
-  output and P7 = 3x3/2 conv on ReLU(P6).
+  output and P7 = 3x3/2 conv on P6, or on ReLU(P6).
 
   Attributes:
     channels: output channels of every level (256 in ATSS).
+    relu_before_p7: ReLU between P6 and P7's conv. MMDetection's ATSS config leaves FPN's
+      relu_before_extra_convs at its default, False; its FCOS config and the ATSS authors' own
+      code (maskrcnn-benchmark's LastLevelP6P7) apply it.
     dtype: compute dtype.
     conv_general_dilated: the convolution (``models.conv``), None for ``lax``'s.
   """
   channels: int = 256
+  relu_before_p7: bool = False
   dtype: Any = jnp.float32
   conv_general_dilated: Callable | None = None
 
@@ -50,5 +54,5 @@ class FPN(nn.Module):
       laterals[i - 1] = laterals[i - 1] + _upsample_to(laterals[i], laterals[i - 1].shape[1:3])
     outs = [conv(3, 1, f'output{i}')(x) for i, x in enumerate(laterals)]
     p6 = conv(3, 2, 'p6')(outs[-1])
-    p7 = conv(3, 2, 'p7')(nn.relu(p6))
+    p7 = conv(3, 2, 'p7')(nn.relu(p6) if self.relu_before_p7 else p6)
     return outs + [p6, p7]

@@ -1,12 +1,14 @@
-"""The DLA head: ATSS's shared classification and regression towers plus the paper's metric branch.
+"""The detection head: ATSS's shared classification and regression towers plus a quality branch.
 
 Shared over the FPN levels (one set of weights), as in ATSS (Zhang et al., CVPR 2020):
   cls tower: head_convs x (3x3 conv, GroupNorm, ReLU) -> 3x3 conv -> C class logits;
   reg tower: head_convs x (3x3 conv, GroupNorm, ReLU) -> 3x3 conv -> 4 box values, times a
     learnable scale per level;
-  metric branch (DLA, section 3.3): concat(cls tower, reg tower) -> 1x1 conv -> ReLU -> 3x3 conv
-    -> one logit per location, trained towards the assignment metric m (eq. 7) and used to rank
-    detections at test time.
+  quality branch, one logit per location that ranks detections at test time, by ``model.head``:
+    'dla' (the paper, section 3.3), the metric branch: concat(cls tower, reg tower) -> 1x1 conv
+      -> ReLU -> 3x3 conv, trained towards the assignment metric m (eq. 7);
+    'atss' (the baseline), ATSS's centerness: a 3x3 conv on the reg tower, trained towards the
+      centerness of each positive's prior centre in its GT (MMDetection v2's ATSSHead).
 """
 
 import functools
@@ -20,6 +22,7 @@ import jax.numpy as jnp
 from dla_jax import errors
 
 PRIOR_MODES = ('point', 'anchor')
+HEADS = ('dla', 'atss')
 
 
 def _conv(features: int, kernel: int, dtype: Any, name: str, use_bias: bool = True,
@@ -50,18 +53,20 @@ class Tower(nn.Module):
     return x
 
 
-class DLAHead(nn.Module):
+class DetectionHead(nn.Module):
   """Attributes:
     num_classes: number of foreground classes C (sigmoid classification, no background logit).
     channels: tower width (256 in ATSS).
     num_convs: convs per tower (4 in ATSS).
     gn_groups: GroupNorm groups (32 in ATSS).
-    metric_channels: output channels of the metric branch's 1x1 reduce conv.
+    metric_channels: output channels of the metric branch's 1x1 reduce conv ('dla').
     num_levels: number of FPN levels, one learnable regression scale each.
     prior_mode: 'point' (box values are non-negative l, t, r, b distances in strides: ReLU of
       the scaled output, as FCOS with normalised targets) or 'anchor' (deltas on the square
       anchor, MMDetection's DeltaXYWH with stds (0.1, 0.1, 0.2, 0.2)).
-    prior_prob: initial foreground probability of the class and metric logits.
+    prior_prob: initial foreground probability of the class logits, and of the metric logits
+      ('dla').
+    quality: 'dla' (metric branch) or 'atss' (centerness), see the module docstring.
     dtype: compute dtype; the outputs are float32.
     conv_general_dilated: the convolution (``models.conv``), None for ``lax``'s.
   """
@@ -73,6 +78,7 @@ class DLAHead(nn.Module):
   num_levels: int = 5
   prior_mode: str = 'point'
   prior_prob: float = 0.01
+  quality: str = 'dla'
   dtype: Any = jnp.float32
   conv_general_dilated: Callable | None = None
 
@@ -81,10 +87,13 @@ class DLAHead(nn.Module):
     """pyramid: [P3, ..., P7], each [B, H_l, W_l, F].
 
     Returns float32 arrays over the N = sum(H_l * W_l) locations, level by level, row-major:
-      cls_logits [B, N, C], box_reg [B, N, 4], metric_logits [B, N].
+      cls_logits [B, N, C], box_reg [B, N, 4], quality_logits [B, N] (the metric for 'dla',
+      the centerness for 'atss').
     """
     if self.prior_mode not in PRIOR_MODES:
       raise errors.ConfigError(f'model.prior: {self.prior_mode!r} is not one of {PRIOR_MODES}')
+    if self.quality not in HEADS:
+      raise errors.ConfigError(f'model.head: {self.quality!r} is not one of {HEADS}')
     if len(pyramid) != self.num_levels:
       raise ValueError(f'head expects {self.num_levels} levels, got {len(pyramid)}')
     bias = -math.log((1 - self.prior_prob) / self.prior_prob)
@@ -95,12 +104,19 @@ class DLAHead(nn.Module):
                              conv_general_dilated=self.conv_general_dilated)
     cls_out = conv(self.num_classes, 3, name='cls_logits', bias=bias)
     reg_out = conv(4, 3, name='box_reg')
-    metric_reduce = conv(self.metric_channels, 1, name='metric_reduce')
-    # The metric logit starts at the same prior as the class logits: like the focal loss, eq. 7
-    # pushes the many negatives towards 0, and a 0.5 start would open with a large loss.
-    metric_out = conv(1, 3, name='metric_logits', bias=bias)
+    if self.quality == 'dla':
+      metric_reduce = conv(self.metric_channels, 1, name='metric_reduce')
+      # The metric logit starts at the same prior as the class logits: like the focal loss,
+      # eq. 7 pushes the many negatives towards 0, and a 0.5 start would open with a large loss.
+      metric_out = conv(1, 3, name='metric_logits', bias=bias)
+      quality = lambda cls_feat, reg_feat: metric_out(
+          nn.relu(metric_reduce(jnp.concatenate([cls_feat, reg_feat], -1))))
+    else:
+      # MMDetection v2 ATSSHead: atss_centerness on the reg tower, normal(0.01) init, bias 0.
+      centerness_out = conv(1, 3, name='centerness')
+      quality = lambda cls_feat, reg_feat: centerness_out(reg_feat)
 
-    outputs = {'cls_logits': [], 'box_reg': [], 'metric_logits': []}
+    outputs = {'cls_logits': [], 'box_reg': [], 'quality_logits': []}
     for level, x in enumerate(pyramid):
       b, h, w, _ = x.shape
       cls_feat = cls_tower(x)
@@ -109,8 +125,7 @@ class DLAHead(nn.Module):
       box = reg_out(reg_feat).astype(jnp.float32) * scale
       if self.prior_mode == 'point':
         box = nn.relu(box)
-      metric = metric_out(nn.relu(metric_reduce(jnp.concatenate([cls_feat, reg_feat], -1))))
       outputs['cls_logits'].append(cls_out(cls_feat).reshape(b, h * w, self.num_classes))
       outputs['box_reg'].append(box.reshape(b, h * w, 4))
-      outputs['metric_logits'].append(metric.reshape(b, h * w))
+      outputs['quality_logits'].append(quality(cls_feat, reg_feat).reshape(b, h * w))
     return {k: jnp.concatenate(v, axis=1).astype(jnp.float32) for k, v in outputs.items()}

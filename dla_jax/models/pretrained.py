@@ -9,6 +9,10 @@ torchvision names every tensor ``<module path>.<tensor>``; the Flax ResNet in ``
 uses the same module names with ``layerS.I`` written ``layerS_I`` and ``downsample.0`` /
 ``downsample.1`` written ``downsample_conv`` / ``downsample_bn``. Conv kernels go from torch's
 [O, I/groups, kh, kw] to Flax's [kh, kw, I/groups, O].
+
+Weights are converted, saved and restored in the 'frozen_bn' layout (every BatchNorm tensor in
+``batch_stats``); ``norm_layout`` moves the affine ``scale`` and ``bias`` to ``params`` for a
+'bn_eval' backbone.
 """
 
 import os
@@ -67,8 +71,8 @@ def _frozen_parts(frozen_stages: int) -> str:
 
 
 def check_backbone_init(model_config: ml_collections.ConfigDict) -> None:
-  """Raises ConfigError when the backbone freezes parts of itself (``backbone_norm`` 'frozen_bn'
-  or ``frozen_stages`` >= 0) but ``backbone_init`` gives it no weights, so that those parts would
+  """Raises ConfigError when the backbone freezes parts of itself (``backbone_norm`` 'bn_eval' or
+  'frozen_bn', or ``frozen_stages`` >= 0) but ``backbone_init`` gives it no weights, so that those parts would
   keep their random initial values; or when weights are given to a backbone without BatchNorm
   (``backbone_norm`` 'group_norm'). Reads no file and needs no torch.
   """
@@ -77,11 +81,13 @@ def check_backbone_init(model_config: ml_collections.ConfigDict) -> None:
   if m.backbone_init and m.backbone_norm == 'group_norm':
     raise errors.ConfigError(
         f"model.backbone_norm: {m.backbone_norm!r} has no BatchNorm statistics to take the "
-        f"ImageNet weights of {BACKBONE_INIT}={m.backbone_init!r}; use 'frozen_bn', or set "
+        f"ImageNet weights of {BACKBONE_INIT}={m.backbone_init!r}; use 'bn_eval' or "
+        f"'frozen_bn', or set "
         f"{BACKBONE_INIT}='' to train from scratch")
   frozen = []
-  if m.backbone_norm == 'frozen_bn':
-    frozen.append("model.backbone_norm='frozen_bn' freezes its BatchNorm at the identity")
+  if m.backbone_norm in ('bn_eval', 'frozen_bn'):
+    frozen.append(f"model.backbone_norm={m.backbone_norm!r} freezes its BatchNorm statistics at "
+                  'the identity')
   if m.frozen_stages >= 0:
     frozen.append(f'model.frozen_stages={m.frozen_stages} freezes its '
                   f'{_frozen_parts(m.frozen_stages)}')
@@ -113,8 +119,8 @@ def _torch_module_name(flax_path: tuple[str, ...]) -> str:
 
 
 def _backbone_shapes(arch: str, width: int) -> dict[str, Any]:
-  """Abstract {'params', 'batch_stats'} of the Flax backbone (no computation)."""
-  model = resnet.ResNet(arch, width)
+  """Abstract {'params', 'batch_stats'} of the Flax backbone, 'frozen_bn' (no computation)."""
+  model = resnet.ResNet(arch, width, norm='frozen_bn')
   images = jax.ShapeDtypeStruct((1, 64, 64, 3), np.float32)
   return jax.eval_shape(model.init, jax.random.key(0), images)
 
@@ -257,8 +263,28 @@ def _restore_backbone(path: str, arch: str, width: int) -> dict[str, Any]:
   return ocp.StandardCheckpointer().restore(path, target)
 
 
+def norm_layout(variables: Mapping[str, Any], norm: str) -> dict[str, Any]:
+  """Backbone variables in the 'frozen_bn' layout, rearranged for ``norm``: for 'bn_eval', every
+  BatchNorm's ``scale`` and ``bias`` move from ``batch_stats`` to ``params`` (same paths); for
+  'frozen_bn', unchanged."""
+  if norm == 'frozen_bn':
+    return dict(variables)
+  if norm != 'bn_eval':
+    raise ValueError(f'no BatchNorm layout {norm!r}')
+  params = jax.tree.map(lambda x: x, dict(variables['params']))
+  stats = {}
+  for module, tensors in variables['batch_stats'].items():
+    if 'mean' in tensors:  # a BatchNorm directly under the backbone (bn1)
+      params[module] = {k: tensors[k] for k in ('scale', 'bias')}
+      stats[module] = {k: tensors[k] for k in ('mean', 'var')}
+    else:  # a block: recurse into its BatchNorms
+      inner = norm_layout({'params': params.get(module, {}), 'batch_stats': tensors}, norm)
+      params[module], stats[module] = inner['params'], inner['batch_stats']
+  return {'params': params, 'batch_stats': stats}
+
+
 def read_backbone(path: str, arch: str, width: int) -> dict[str, Any]:
-  """The ``{'params', 'batch_stats'}`` of backbone ``arch`` of ``width`` (frozen BatchNorm) from
+  """The ``{'params', 'batch_stats'}`` of backbone ``arch`` of ``width`` ('frozen_bn' layout) from
   ``path``: an orbax folder written by ``dla-import-torchvision``, or a torchvision
   ``state_dict`` file (read with torch).
 

@@ -5,11 +5,15 @@ in a bottleneck the stride sits on the 3x3 conv ("ResNet v1.5"); the shortcut is
 conv followed by BatchNorm. Module names follow torchvision's ``state_dict`` keys so that
 ``dla_jax.tools.import_torchvision`` maps weights one to one.
 
-BatchNorm is frozen, as in the ATSS code base (maskrcnn-benchmark's FrozenBatchNorm2d) and
-MMDetection's ``norm_eval=True``: ``scale``, ``bias``, ``mean`` and ``var`` live in the
-``batch_stats`` collection and act as constants, so the optimizer never sees them. Frozen
-statistics only make sense for ImageNet-initialised weights; a backbone trained from scratch
-(the tiny synthetic-data configs) uses ``norm='group_norm'`` instead, trainable GroupNorm in
+BatchNorm never updates its statistics; ``norm`` says what trains:
+  'bn_eval': MMDetection's ResNet with ``norm_cfg=dict(type='BN', requires_grad=True)`` and
+    ``norm_eval=True`` (configs/atss/atss_r50_fpn_1x_coco.py): ``mean`` and ``var`` are
+    constants in the ``batch_stats`` collection, the affine ``scale`` and ``bias`` are
+    parameters, trained outside the frozen stages;
+  'frozen_bn': all four are constants in ``batch_stats`` (the ATSS authors' code base,
+    maskrcnn-benchmark's FrozenBatchNorm2d, and torchvision's detectors).
+Constant statistics only make sense for ImageNet-initialised weights; a backbone trained from
+scratch (the tiny synthetic-data configs) uses 'group_norm' instead, trainable GroupNorm in
 place of every BatchNorm (as in He et al., "Rethinking ImageNet Pre-training", 2019).
 """
 
@@ -25,7 +29,7 @@ from dla_jax import errors
 from dla_jax.models import fusion_barrier
 
 BN_EPS = 1e-5  # torchvision's BatchNorm2d and FrozenBatchNorm2d.
-NORMS = ('frozen_bn', 'group_norm')
+NORMS = ('bn_eval', 'frozen_bn', 'group_norm')
 
 
 @dataclasses.dataclass(frozen=True)
@@ -69,16 +73,22 @@ class FrozenBatchNorm(nn.Module):
   """BatchNorm in inference mode with constant statistics: ``x * scale' + bias'``.
 
   ``scale' = scale / sqrt(var + eps)`` and ``bias' = bias - mean * scale'``. Initialised to the
-  identity (scale 1, bias 0, mean 0, var 1) for training from scratch.
+  identity (scale 1, bias 0, mean 0, var 1). ``mean`` and ``var`` are ``batch_stats``; so are
+  ``scale`` and ``bias`` unless ``trainable_affine``, which makes them ``params``.
   """
   dtype: Any = jnp.float32
+  trainable_affine: bool = False
 
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
     c = x.shape[-1]
     stat = lambda name, init: self.variable('batch_stats', name, init, (c,), jnp.float32).value
-    scale = stat('scale', jnp.ones)
-    bias = stat('bias', jnp.zeros)
+    if self.trainable_affine:
+      scale = self.param('scale', nn.initializers.ones, (c,), jnp.float32)
+      bias = self.param('bias', nn.initializers.zeros, (c,), jnp.float32)
+    else:
+      scale = stat('scale', jnp.ones)
+      bias = stat('bias', jnp.zeros)
     mean = stat('mean', jnp.zeros)
     var = stat('var', jnp.ones)
     mul = scale * jax.lax.rsqrt(var + BN_EPS)
@@ -151,7 +161,8 @@ class ResNet(nn.Module):
     arch: architecture name, a key of ``ARCHITECTURES``.
     width: channels of the stem and of stage 1's 3x3 convs (64 in torchvision).
     frozen_stages: stem (stage 0) and stages 1..frozen_stages get no gradient.
-    norm: 'frozen_bn' (ImageNet-initialised backbones) or 'group_norm' (training from scratch).
+    norm: 'bn_eval' or 'frozen_bn' (ImageNet-initialised backbones) or 'group_norm' (training
+      from scratch); see the module docstring.
     gn_groups: GroupNorm groups when ``norm='group_norm'``.
     dtype: compute dtype.
     conv_general_dilated: the convolution (``models.conv``), None for ``lax``'s.
@@ -170,8 +181,8 @@ class ResNet(nn.Module):
   def __call__(self, images: jax.Array) -> list[jax.Array]:
     """images: [B, H, W, 3] -> [C3 [B, H/8, W/8, *], C4 [B, H/16, ...], C5 [B, H/32, ...]]."""
     spec = get_spec(self.arch)
-    if self.norm == 'frozen_bn':
-      norm = functools.partial(FrozenBatchNorm, self.dtype)
+    if self.norm in ('bn_eval', 'frozen_bn'):
+      norm = functools.partial(FrozenBatchNorm, self.dtype, self.norm == 'bn_eval')
     elif self.norm == 'group_norm':
       norm = functools.partial(nn.GroupNorm, self.gn_groups, dtype=self.dtype)
     else:

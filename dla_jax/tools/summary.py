@@ -24,12 +24,15 @@ def summarize(config: ml_collections.ConfigDict) -> list[tuple[str, str]]:
   hw = tuple(config.data.image_size)
   variables = jax.eval_shape(model.init, jax.random.key(0),
                              jax.ShapeDtypeStruct((1, 64, 64, 3), jnp.float32))
-  rows = [('architecture', f'{config.model.backbone}-FPN, {config.model.prior} priors, '
-                           f'{config.data.num_classes} classes, {config.model.dtype}')]
+  rows = [('architecture', f'{config.model.backbone}-FPN, {config.model.head} head, '
+                           f'{config.model.prior} priors, {config.data.num_classes} classes, '
+                           f'{config.model.dtype}')]
+  count = lambda tree: sum(x.size for x in jax.tree.leaves(tree))
   for part, tree in variables['params'].items():
-    rows.append((f'params: {part}', f'{sum(x.size for x in jax.tree.leaves(tree)):,}'))
-  rows.append(('frozen BatchNorm values',
-               f'{sum(x.size for x in jax.tree.leaves(variables.get("batch_stats", {}))):,}'))
+    rows.append((f'params: {part}', f'{count(tree):,}'))
+  # What PyTorch counts as parameters: BatchNorm's affine terms are, its statistics are not.
+  rows.append(('params: total', f'{count(variables["params"]):,}'))
+  rows.append(('BatchNorm constants', f'{count(variables.get("batch_stats", {})):,}'))
   priors = priors_lib.make_priors(hw, fpn_lib.STRIDES, config.model.anchor_scale)
   for level, ((h, w), n) in enumerate(
       zip(priors_lib.feature_sizes(hw, fpn_lib.STRIDES), priors.level_sizes), start=3):
