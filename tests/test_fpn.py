@@ -37,7 +37,8 @@ def test_fpn_matches_torchvision_feature_pyramid_with_p6_p7(relu_before_p7):
   params = {f'lateral{i}': conv(f'inner_blocks.{i}.0') for i in range(3)}
   params |= {f'output{i}': conv(f'layer_blocks.{i}.0') for i in range(3)}
   params |= {'p6': conv('extra_blocks.p6'), 'p7': conv('extra_blocks.p7')}
-  got = fpn_lib.FPN(channels, relu_before_p7).apply({'params': params}, [jnp.asarray(f) for f in feats])
+  got = fpn_lib.FPN(channels, relu_before_p7).apply({'params': params},
+                                                    [jnp.asarray(f) for f in feats])
   assert len(got) == 5
   for level, (g, e) in enumerate(zip(got, expected), start=3):
     assert g.shape == e.shape, f'P{level}'

@@ -9,6 +9,9 @@ import sys
 
 import pytest
 
+from dla_jax.configs import atss_r50_fpn_1x_coco
+from dla_jax.configs import default
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(REPO, 'launch'))
 import summarize_sweep  # pylint: disable=g-import-not-at-top,wrong-import-position
@@ -127,8 +130,17 @@ def test_runs_flag_picks_runs_of_the_sweep_file_and_refuses_unknown_ones(tmp_pat
 
 def test_dla_vs_atss_sweep_has_true_atss_and_the_assigner_ablation_in_both_prior_modes():
   runs = sweep.load_sweep(os.path.join(REPO, 'launch', 'sweeps', 'dla_vs_atss.py'))
-  assert runs['atss'] == ['--config.model.head=atss', '--config.assigner.name=atss',
-                          '--config.assigner.topk=9']
+  # The sweep's ATSS is the COCO ATSS config's: the fields atss() sets, to the same values.
+  config = default.get_config()
+  changed = atss_r50_fpn_1x_coco.atss(default.get_config())
+  overrides = {}
+  for flag in runs['atss']:
+    field, value = flag[len('--config.'):].split('=')
+    overrides[field] = value
+  assert overrides == {f'{section}.{key}': str(value)
+                       for section in ('model', 'assigner')
+                       for key, value in changed[section].items()
+                       if value != config[section][key]}
   assert runs['atss_assigner'] == ['--config.assigner.name=atss']
   for name in ('dla', 'atss', 'atss_assigner'):
     assert runs[f'{name}_anchor'] == runs[name] + ['--config.model.prior=anchor']

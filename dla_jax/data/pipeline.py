@@ -139,8 +139,9 @@ def make_train_iterator(config: ml_collections.ConfigDict, *, process_index: int
   dataset = load_dataset(config, 'train')
   _warn_dropped_boxes(dataset, config.data.max_boxes)
   return batching.TrainIterator(
-      train_records(config, dataset), image_size=config.data.image_size, max_boxes=config.data.max_boxes,
-      global_batch=config.train.global_batch, seed=config.train.seed, scale=config.data.scale,
+      train_records(config, dataset), image_size=config.data.image_size,
+      max_boxes=config.data.max_boxes, global_batch=config.train.global_batch,
+      seed=config.train.seed, scale=config.data.scale,
       short_side_range=config.data.short_side_range, flip_prob=config.data.flip_prob,
       process_index=jax.process_index() if process_index is None else process_index,
       process_count=jax.process_count() if process_count is None else process_count,

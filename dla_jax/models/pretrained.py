@@ -72,9 +72,9 @@ def _frozen_parts(frozen_stages: int) -> str:
 
 def check_backbone_init(model_config: ml_collections.ConfigDict) -> None:
   """Raises ConfigError when the backbone freezes parts of itself (``backbone_norm`` 'bn_eval' or
-  'frozen_bn', or ``frozen_stages`` >= 0) but ``backbone_init`` gives it no weights, so that those parts would
-  keep their random initial values; or when weights are given to a backbone without BatchNorm
-  (``backbone_norm`` 'group_norm'). Reads no file and needs no torch.
+  'frozen_bn', or ``frozen_stages`` >= 0) but ``backbone_init`` gives it no weights, so that
+  those parts would keep their random initial values; or when weights are given to a backbone
+  without BatchNorm (``backbone_norm`` 'group_norm'). Reads no file and needs no torch.
   """
   m = model_config
   resnet.get_spec(m.backbone)  # names the field on an unknown architecture
