@@ -19,6 +19,7 @@ import os
 import re
 from typing import Any, Mapping
 
+from flax import traverse_util
 import jax
 import ml_collections
 import numpy as np
@@ -271,16 +272,12 @@ def norm_layout(variables: Mapping[str, Any], norm: str) -> dict[str, Any]:
     return dict(variables)
   if norm != 'bn_eval':
     raise ValueError(f'no BatchNorm layout {norm!r}')
-  params = jax.tree.map(lambda x: x, dict(variables['params']))
-  stats = {}
-  for module, tensors in variables['batch_stats'].items():
-    if 'mean' in tensors:  # a BatchNorm directly under the backbone (bn1)
-      params[module] = {k: tensors[k] for k in ('scale', 'bias')}
-      stats[module] = {k: tensors[k] for k in ('mean', 'var')}
-    else:  # a block: recurse into its BatchNorms
-      inner = norm_layout({'params': params.get(module, {}), 'batch_stats': tensors}, norm)
-      params[module], stats[module] = inner['params'], inner['batch_stats']
-  return {'params': params, 'batch_stats': stats}
+  params = traverse_util.flatten_dict(variables['params'])
+  stats = traverse_util.flatten_dict(variables['batch_stats'])
+  for path in [p for p in stats if p[-1] in ('scale', 'bias')]:
+    params[path] = stats.pop(path)
+  return {'params': traverse_util.unflatten_dict(params),
+          'batch_stats': traverse_util.unflatten_dict(stats)}
 
 
 def read_backbone(path: str, arch: str, width: int) -> dict[str, Any]:
