@@ -74,6 +74,9 @@ def get_config() -> ml_collections.ConfigDict:
   data.tfds_data_dir = ''
   data.tfds_train_split = 'train'
   data.tfds_val_split = 'validation'
+  # 'data_source': a split prepared as ArrayRecord, read with random access and no TensorFlow;
+  # 'export': any prepared split, its images exported once to the cache (data/tfds_coco.py).
+  data.tfds_read = 'data_source'
   # Synthetic shapes (source 'shapes'): number of images and the generator's own seed.
   data.shapes_train_size = 4000
   data.shapes_val_size = 500
@@ -90,8 +93,12 @@ def get_config() -> ml_collections.ConfigDict:
   # Training skips images without annotations (MMDetection's CocoDataset filter_empty_gt=True);
   # evaluation keeps every image.
   data.filter_empty_gt = True
-  # Image loading threads per process.
-  data.num_threads = 8
+  # Batches load in worker processes (data/loading.py): -1 is one per core but two, at most 32;
+  # 0 loads in the training process itself (for debugging).
+  data.num_workers = -1
+  # Loading threads per loading process, each with one batch in flight (0: none, load on
+  # demand).
+  data.num_threads = 2
 
   config.assigner = assigner = ml_collections.ConfigDict()
   # 'dla' (the paper) or 'atss' (the baseline's assigner: alpha = 1 and s = 0, so m = IoU_prior).

@@ -70,23 +70,6 @@ def _to_device(batch: dict[str, np.ndarray], fields, sharding) -> dict[str, jax.
   return {k: jax.make_array_from_process_local_data(sharding, batch[k]) for k in fields}
 
 
-class _Fields:
-  """Iterator adapter keeping only ``fields`` of each batch (and the inner iterator's state)."""
-
-  def __init__(self, iterator, fields):
-    self._iterator, self._fields = iterator, fields
-
-  def __iter__(self):
-    return self
-
-  def __next__(self):
-    batch = next(self._iterator)
-    return {k: batch[k] for k in self._fields}
-
-  def get_state(self):
-    return self._iterator.get_state()
-
-
 def _eta(step: int, total: int, start_step: int, start_time: float) -> str:
   """'h:mm:ss' left at the mean pace since ``start_step``."""
   per_step = (time.time() - start_time) / max(step - start_step, 1)
@@ -174,8 +157,8 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> step_lib.TrainStat
       print(f'resumed from step {restored_step} of {checkpoints.directory}', flush=True)
   train_step = step_lib.jit_train_step(mesh, model=model, tx=tx, config=config,
                                        steps_per_epoch=steps_per_epoch)
-  batches = prefetch.prefetch_to_device(_Fields(train_iter, TRAIN_FIELDS),
-                                        step_lib.batch_sharding(mesh))
+  batches = prefetch.prefetch_to_device(train_iter, step_lib.batch_sharding(mesh),
+                                        fields=TRAIN_FIELDS)
   lead = jax.process_index() == 0  # the process that prints and writes metrics
   writer = metric_writer.MetricWriter(workdir, enabled=lead)
   step = start_step = int(state.step)

@@ -27,5 +27,6 @@ def test_benchmark_prints_the_side_by_side_table():
       assert float(low) <= float(median) <= float(high), match.group(0)
   assert re.search(r'assigner alone: [\d.]+ ms \([\d.]+% of the train step\)', out), out
   assert re.search(r'compile of the train step: [\d.]+ s', out), out
-  assert re.search(r'input pipeline \(COCO-like JPEGs, \d+ threads\): \d+ images/s', out), out
+  assert re.search(r'input pipeline \(COCO-like JPEGs, \d+ workers, \d+ threads each\): '
+                   r'\d+ images/s', out), out
   assert 'resnet18 FPN, 64x96, batch 8, 5 GTs per image, float32, dla' in out

@@ -1,4 +1,5 @@
-"""Batching: orientation groups, determinism, per-process slices, exact resume, eval coverage."""
+"""Batching: orientation groups, determinism, per-process slices, exact resume, eval coverage,
+loading in worker processes, and a bad image stopping a worker's load with the file's name."""
 
 import json
 
@@ -7,6 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from dla_jax import errors
 from dla_jax.data import batching
 from dla_jax.data import prefetch
 from dla_jax.data import records as records_lib
@@ -65,8 +67,11 @@ def test_an_epoch_covers_every_example_and_tops_groups_up_to_whole_batches(recor
   assert not np.array_equal(epoch, sampler.epoch(1))
 
 
-def test_same_seed_gives_the_same_batches_whatever_the_threads(records):
-  for a, b in zip(_take(_train(records, num_threads=1), 8), _take(_train(records), 8)):
+@pytest.mark.parametrize('workers,threads', [(0, 0), (0, 1), (2, 1)])
+def test_same_seed_gives_the_same_batches_whatever_the_workers_and_threads(
+    records, workers, threads):
+  for a, b in zip(_take(_train(records, num_workers=workers, num_threads=threads), 8),
+                  _take(_train(records), 8)):
     _assert_same(a, b)
   other = _take(_train(records, seed=1), 8)
   assert any(not np.array_equal(a['image_id'], b['image_id'])
@@ -103,6 +108,44 @@ def test_restored_iterator_yields_exactly_the_batches_it_would_have(records):
     _assert_same(a, b)
 
 
+def test_state_saved_with_in_process_loading_resumes_in_worker_processes(records):
+  iterator = _train(records)
+  for _ in range(7):
+    next(iterator)
+  state = iterator.get_state()
+  expected = _take(iterator, 3)
+  restored = _train(records, num_workers=2, num_threads=1)
+  next(restored)  # workers started at position 0, then moved
+  restored.set_state(state)
+  assert restored.get_state() == state
+  for a, b in zip(expected, _take(restored, 3)):
+    _assert_same(a, b)
+
+
+@pytest.mark.parametrize('workers', [0, 1])
+def test_a_corrupt_image_stops_loading_with_the_file_name(records, tmp_path, workers):
+  bad = tmp_path / 'corrupt.jpg'
+  bad.write_bytes(b'\xff\xd8 not a jpeg')
+  broken = list(records)
+  broken[5] = records_lib.Record(image_id=5, path=str(bad), height=18, width=30,
+                                 boxes=records[5].boxes, labels=records[5].labels)
+  iterator = _train(broken, num_workers=workers, num_threads=1)
+  with pytest.raises(errors.DataError, match='corrupt.jpg: cannot read image 5'):
+    for _ in range(iterator.batches_per_epoch):
+      next(iterator)
+  iterator.close()
+
+
+def test_a_missing_image_stops_evaluation_with_the_file_name(records, tmp_path):
+  broken = list(records)
+  broken[0] = records_lib.Record(image_id=0, path=str(tmp_path / 'gone.png'), height=30,
+                                 width=20, boxes=records[0].boxes, labels=records[0].labels)
+  iterator = batching.EvalIterator(broken, image_size=IMAGE_SIZE, max_boxes=3, global_batch=4,
+                                   scale=(32, 24), num_workers=2, num_threads=1)
+  with pytest.raises(errors.DataError, match='gone.png: cannot read image 0'):
+    list(iterator)
+
+
 def test_state_of_another_seed_is_refused(records):
   state = _train(records).get_state()
   other = _train(records, seed=5)
@@ -111,12 +154,14 @@ def test_state_of_another_seed_is_refused(records):
   other.close()
 
 
-@pytest.mark.parametrize('process_count', [1, 2])
-def test_eval_yields_every_example_once_and_marks_padding_not_real(records, process_count):
+@pytest.mark.parametrize('process_count,workers', [(1, 0), (2, 0), (1, 2)])
+def test_eval_yields_every_example_once_and_marks_padding_not_real(records, process_count,
+                                                                   workers):
   seen = []
   for p in range(process_count):
     iterator = batching.EvalIterator(records, image_size=IMAGE_SIZE, max_boxes=3, global_batch=4,
-                                     scale=(32, 24), process_index=p, process_count=process_count)
+                                     scale=(32, 24), process_index=p, process_count=process_count,
+                                     num_workers=workers)
     batches = list(iterator)
     assert len(batches) == len(iterator) == 4 + 2
     for b in batches:

@@ -1,13 +1,14 @@
-"""Fixed-shape batches: orientation-grouped sampling, threaded loading, resumable iteration.
+"""Fixed-shape batches: orientation-grouped sampling, batches as functions of their position.
 
 Every global batch holds images of one orientation, so it has one of two static padded shapes
 (``data.image_size`` for landscape images, its transpose for portrait ones, as MMDetection groups
 by aspect ratio) and the train step compiles at most twice. The sampler draws the global batches
 deterministically from (seed, epoch), the same on every process; process ``p`` of ``P`` takes the
 ``p``-th contiguous slice of ``global_batch / P`` examples of each. Flip and scale jitter come
-from (seed, epoch, example index), so a batch never depends on thread timing or on where
-iteration started, and an iterator restored with ``set_state`` yields exactly the batches it
-would have yielded.
+from (seed, epoch, example index). A batch is thus a pure function of its position in the run
+(``TrainBatches``, ``EvalBatches``): any worker process or thread can load any batch
+(``loading``), nothing depends on worker timing or on where iteration started, and an iterator
+restored with ``set_state`` yields exactly the batches it would have yielded.
 
 A batch is a dict of numpy arrays with a leading local batch dimension B:
   images:   [B, H, W, 3] uint8 RGB, each image in the top-left corner, zeros around it.
@@ -22,19 +23,17 @@ Padding examples have a zero image, no boxes, ``image_hw`` the padded size, ``im
 ``scale`` 1.
 """
 
-import collections
-import concurrent.futures
 import dataclasses
 from typing import Iterator, Sequence
 
 import numpy as np
 
 from dla_jax import errors
+from dla_jax.data import loading
 from dla_jax.data import records as records_lib
 from dla_jax.data import transforms
 
 Batch = dict[str, np.ndarray]
-_Pending = tuple[Batch, list[concurrent.futures.Future]]  # a batch and its loading jobs
 
 
 class GroupedSampler:
@@ -90,9 +89,18 @@ class _Example:
   flip: bool = False
 
 
-def _empty_batch(size: int, hw: tuple[int, int], max_boxes: int) -> Batch:
-  return {
-      'images': np.zeros((size, *hw, 3), np.uint8),
+def _load(records: Sequence[records_lib.Record], reader: records_lib.ImageReader,
+          examples: Sequence[_Example], landscape: bool, image_size: Sequence[int],
+          max_boxes: int) -> Batch:
+  """Decodes, resizes, flips and pads the examples of one batch of one orientation.
+
+  Every byte of the images is written once: the image, then the zeros around it, so the batch
+  is allocated without first being cleared.
+  """
+  hw = transforms.padded_shape(landscape, image_size)
+  size = len(examples)
+  batch = {
+      'images': np.empty((size, *hw, 3), np.uint8),
       'image_hw': np.tile(np.array(hw, np.int32), (size, 1)),
       'boxes': np.zeros((size, max_boxes, 4), np.float32),
       'labels': np.zeros((size, max_boxes), np.int32),
@@ -101,53 +109,24 @@ def _empty_batch(size: int, hw: tuple[int, int], max_boxes: int) -> Batch:
       'scale': np.ones((size, 2), np.float32),
       'real': np.zeros(size, bool),
   }
-
-
-class _Loader:
-  """Fills batches in a thread pool: decode (Pillow releases the GIL), resize, flip, pad."""
-
-  def __init__(self, records: Sequence[records_lib.Record], image_size: Sequence[int],
-               max_boxes: int, num_threads: int):
-    self._records = records
-    self._image_size = tuple(image_size)
-    self._max_boxes = max_boxes
-    self._pool = concurrent.futures.ThreadPoolExecutor(num_threads)
-
-  def start(self, examples: Sequence[_Example], landscape: bool) -> _Pending:
-    """Allocates a batch of one orientation and queues the loading of each of its examples."""
-    hw = transforms.padded_shape(landscape, self._image_size)
-    batch = _empty_batch(len(examples), hw, self._max_boxes)
-    futures = [self._pool.submit(self._fill, batch, slot, e)
-               for slot, e in enumerate(examples) if e.index >= 0]
-    return batch, futures
-
-  def _fill(self, batch: Batch, slot: int, example: _Example) -> None:
-    record = self._records[example.index]
-    size = transforms.rescale_size(record.height, record.width, example.resize)
+  for slot, example in enumerate(examples):
+    if example.index < 0:
+      batch['images'][slot] = 0
+      continue
+    record = records[example.index]
+    h, w = transforms.rescale_size(record.height, record.width, example.resize)
     image, boxes = transforms.resize_and_flip(
-        records_lib.open_image(record), record.boxes, size, example.flip)
-    batch['images'][slot, :size[0], :size[1]] = image
+        records_lib.open_image(record, reader), record.boxes, (h, w), example.flip)
+    batch['images'][slot, :h, :w] = image
+    batch['images'][slot, h:] = 0
+    batch['images'][slot, :h, w:] = 0
     batch['boxes'][slot], batch['labels'][slot], batch['valid'][slot] = transforms.pad_boxes(
-        boxes, record.labels, self._max_boxes)
-    batch['image_hw'][slot] = size
+        boxes, record.labels, max_boxes)
+    batch['image_hw'][slot] = (h, w)
     batch['image_id'][slot] = record.image_id
-    batch['scale'][slot] = (size[0] / record.height, size[1] / record.width)
+    batch['scale'][slot] = (h / record.height, w / record.width)
     batch['real'][slot] = True
-
-  def finish(self, pending: _Pending) -> Batch:
-    """Waits for a started batch; re-raises the first loading error (naming the file)."""
-    batch, futures = pending
-    for future in futures:
-      future.result()
-    return batch
-
-  def cancel(self, pending: _Pending) -> None:
-    """Drops a started batch; jobs already running finish into it unused."""
-    for future in pending[1]:
-      future.cancel()
-
-  def close(self) -> None:
-    self._pool.shutdown(wait=True, cancel_futures=True)
+  return batch
 
 
 def _process_slice(global_batch: int, process_index: int, process_count: int) -> slice:
@@ -158,16 +137,90 @@ def _process_slice(global_batch: int, process_index: int, process_count: int) ->
   return slice(process_index * local, (process_index + 1) * local)
 
 
+class TrainBatches:
+  """This process's training batch at any position of the run: ``batches(p)`` is step
+  ``p % batches_per_epoch`` of epoch ``p // batches_per_epoch``. Picklable, for worker
+  processes."""
+
+  def __init__(self, records: Sequence[records_lib.Record], *, image_size: Sequence[int],
+               max_boxes: int, global_batch: int, seed: int, scale: Sequence[int],
+               short_side_range: Sequence[int], flip_prob: float, process_index: int = 0,
+               process_count: int = 1, reader: records_lib.ImageReader = records_lib.read_file):
+    """See ``TrainIterator``."""
+    self._records = tuple(records)
+    self._reader = reader
+    self._landscape = np.array([r.landscape for r in records])
+    self.sampler = GroupedSampler(self._landscape, global_batch, seed)
+    self._slice = _process_slice(global_batch, process_index, process_count)
+    self._long_side = max(scale)
+    self._short_side_range = tuple(short_side_range)
+    self._flip_prob = flip_prob
+    self._image_size = tuple(image_size)
+    self._max_boxes = max_boxes
+    self._sampled = (-1, None)  # (epoch, its global batches), the epoch last sampled
+
+  def __len__(self) -> int:
+    return len(self._records)
+
+  def __call__(self, position: int) -> Batch:
+    epoch, step = divmod(position, self.sampler.batches_per_epoch)
+    sampled = self._sampled
+    if sampled[0] != epoch:
+      sampled = self._sampled = (epoch, self.sampler.epoch(epoch))
+    indices = sampled[1][step]
+    examples = []
+    for index in indices[self._slice]:
+      short, flip = augmentation(self.sampler.seed, epoch, int(index), self._short_side_range,
+                                 self._flip_prob)
+      examples.append(_Example(int(index), (self._long_side, short), flip))
+    return _load(self._records, self._reader, examples, bool(self._landscape[indices[0]]),
+                 self._image_size, self._max_boxes)
+
+
+class EvalBatches:
+  """The evaluation batches of this process, by number (see ``EvalIterator``). Picklable."""
+
+  def __init__(self, records: Sequence[records_lib.Record], *, image_size: Sequence[int],
+               max_boxes: int, global_batch: int, scale: Sequence[int], process_index: int = 0,
+               process_count: int = 1, reader: records_lib.ImageReader = records_lib.read_file):
+    """See ``EvalIterator``."""
+    self._reader = reader
+    landscape = np.array([r.landscape for r in records])
+    local = _process_slice(global_batch, process_index, process_count)
+    scale = (max(scale), min(scale))
+    self._batches = []  # (examples of this process, landscape) per batch
+    for is_landscape in (True, False):
+      group = np.flatnonzero(landscape == is_landscape)
+      padded = np.full(-(-len(group) // global_batch) * global_batch, -1)
+      padded[:len(group)] = group
+      for indices in padded.reshape(-1, global_batch):
+        self._batches.append(([_Example(int(i), scale) for i in indices[local]], is_landscape))
+    self._records = tuple(records)
+    self._image_size = tuple(image_size)
+    self._max_boxes = max_boxes
+
+  def __len__(self) -> int:
+    return len(self._batches)
+
+  def __call__(self, number: int) -> Batch:
+    examples, is_landscape = self._batches[number]
+    return _load(self._records, self._reader, examples, is_landscape, self._image_size,
+                 self._max_boxes)
+
+
 class TrainIterator:
   """Endless training batches of this process, epoch after epoch, resumable.
 
-  Keeps ``prefetch`` batches loading ahead in ``num_threads`` threads.
+  Batches load ahead in ``num_workers`` processes (0: in this one) with ``num_threads`` threads
+  each (see ``loading.stream``); the position in the run is the whole state, so a restored
+  iterator yields the same batches whatever the number of workers.
   """
 
   def __init__(self, records: Sequence[records_lib.Record], *, image_size: Sequence[int],
                max_boxes: int, global_batch: int, seed: int, scale: Sequence[int],
                short_side_range: Sequence[int], flip_prob: float, process_index: int = 0,
-               process_count: int = 1, num_threads: int = 4, prefetch: int = 2):
+               process_count: int = 1, reader: records_lib.ImageReader = records_lib.read_file,
+               num_workers: int = 0, num_threads: int = 2):
     """Samples from the first batch of epoch 0; ``set_state`` moves elsewhere.
 
     Args:
@@ -181,57 +234,38 @@ class TrainIterator:
       flip_prob: ``data.flip_prob``, probability of a horizontal flip.
       process_index: this process.
       process_count: number of processes; each loads ``global_batch / process_count``.
-      num_threads: loading threads.
-      prefetch: batches loading ahead.
+      reader: reads a record's image (the dataset's ``reader``).
+      num_workers: loading processes (``data.num_workers``; 0: this process).
+      num_threads: loading threads per loading process (``data.num_threads``).
     """
-    self._records = records
-    self._landscape = np.array([r.landscape for r in records])
-    self._sampler = GroupedSampler(self._landscape, global_batch, seed)
-    self._slice = _process_slice(global_batch, process_index, process_count)
-    self._long_side = max(scale)
-    self._short_side_range = tuple(short_side_range)
-    self._flip_prob = flip_prob
-    self._loader = _Loader(records, image_size, max_boxes, num_threads)
-    self._prefetch = prefetch
-    self._pending = collections.deque()
-    self._sampled = (-1, None)  # (epoch, its global batches), the epoch last sampled
-    self.epoch, self.step = 0, 0  # position of the next batch to yield
-    self._queued = (0, 0)  # position of the next batch to start loading
+    self._batches = TrainBatches(
+        records, image_size=image_size, max_boxes=max_boxes, global_batch=global_batch,
+        seed=seed, scale=scale, short_side_range=short_side_range, flip_prob=flip_prob,
+        process_index=process_index, process_count=process_count, reader=reader)
+    self._loading = {'num_workers': num_workers, 'num_threads': num_threads}
+    self._position = 0  # of the next batch to yield
+    self._stream = None  # started at the first batch asked for
 
   @property
   def batches_per_epoch(self) -> int:
-    return self._sampler.batches_per_epoch
-
-  def _following(self, position: tuple[int, int]) -> tuple[int, int]:
-    epoch, step = position
-    return (epoch, step + 1) if step + 1 < self.batches_per_epoch else (epoch + 1, 0)
-
-  def _start(self, epoch: int, step: int):
-    if self._sampled[0] != epoch:
-      self._sampled = (epoch, self._sampler.epoch(epoch))
-    indices = self._sampled[1][step]
-    examples = []
-    for index in indices[self._slice]:
-      short, flip = augmentation(self._sampler.seed, epoch, int(index),
-                                 self._short_side_range, self._flip_prob)
-      examples.append(_Example(int(index), (self._long_side, short), flip))
-    return self._loader.start(examples, bool(self._landscape[indices[0]]))
+    return self._batches.sampler.batches_per_epoch
 
   def __iter__(self) -> Iterator[Batch]:
     return self
 
   def __next__(self) -> Batch:
-    while len(self._pending) < self._prefetch:
-      self._pending.append(self._start(*self._queued))
-      self._queued = self._following(self._queued)
-    batch = self._loader.finish(self._pending.popleft())
-    self.epoch, self.step = self._following((self.epoch, self.step))
+    if self._stream is None:
+      self._stream = loading.stream(self._batches, self._position, **self._loading)
+    batch = next(self._stream)
+    self._position += 1
     return batch
 
   def get_state(self) -> dict[str, int]:
     """The position of the next batch, and what it is valid for; json-serialisable."""
-    return {'epoch': self.epoch, 'step': self.step, 'seed': self._sampler.seed,
-            'num_examples': len(self._records), 'global_batch': self._sampler.global_batch}
+    epoch, step = divmod(self._position, self.batches_per_epoch)
+    sampler = self._batches.sampler
+    return {'epoch': epoch, 'step': step, 'seed': sampler.seed,
+            'num_examples': len(self._batches), 'global_batch': sampler.global_batch}
 
   def set_state(self, state: dict[str, int]) -> None:
     """Moves to a position saved by ``get_state``, for the same data, seed and batch size."""
@@ -240,14 +274,14 @@ class TrainIterator:
       if state[key] != expected[key]:
         raise ValueError(f'iterator state is for {key}={state[key]}, this iterator has '
                          f'{expected[key]}')
-    while self._pending:
-      self._loader.cancel(self._pending.popleft())
-    self.epoch, self.step = int(state['epoch']), int(state['step'])
-    self._queued = (self.epoch, self.step)
+    self.close()
+    self._position = int(state['epoch']) * self.batches_per_epoch + int(state['step'])
 
   def close(self) -> None:
-    """Stops the loading threads."""
-    self._loader.close()
+    """Stops the loading workers and threads; a later ``next`` starts them again."""
+    if self._stream is not None:
+      self._stream.close()
+      self._stream = None
 
 
 class EvalIterator:
@@ -260,7 +294,8 @@ class EvalIterator:
 
   def __init__(self, records: Sequence[records_lib.Record], *, image_size: Sequence[int],
                max_boxes: int, global_batch: int, scale: Sequence[int], process_index: int = 0,
-               process_count: int = 1, num_threads: int = 4, prefetch: int = 2):
+               process_count: int = 1, reader: records_lib.ImageReader = records_lib.read_file,
+               num_workers: int = 0, num_threads: int = 2):
     """Plans the batches; loading starts when iteration does.
 
     Args:
@@ -271,35 +306,21 @@ class EvalIterator:
       scale: ``data.scale``, (long, short) bound of the resized images.
       process_index: this process.
       process_count: number of processes; each loads ``global_batch / process_count``.
-      num_threads: loading threads.
-      prefetch: batches loading ahead.
+      reader: reads a record's image (the dataset's ``reader``).
+      num_workers: loading processes (``data.num_workers``; 0: this process).
+      num_threads: loading threads per loading process (``data.num_threads``).
     """
-    landscape = np.array([r.landscape for r in records])
-    local = _process_slice(global_batch, process_index, process_count)
-    scale = (max(scale), min(scale))
-    self._batches = []  # (examples of this process, landscape) per batch
-    for is_landscape in (True, False):
-      group = np.flatnonzero(landscape == is_landscape)
-      padded = np.full(-(-len(group) // global_batch) * global_batch, -1)
-      padded[:len(group)] = group
-      for indices in padded.reshape(-1, global_batch):
-        self._batches.append(([_Example(int(i), scale) for i in indices[local]], is_landscape))
-    self._records = records
-    self._args = (image_size, max_boxes, num_threads)
-    self._prefetch = prefetch
+    self._batches = EvalBatches(
+        records, image_size=image_size, max_boxes=max_boxes, global_batch=global_batch,
+        scale=scale, process_index=process_index, process_count=process_count, reader=reader)
+    self._loading = {'num_workers': num_workers, 'num_threads': num_threads}
 
   def __len__(self) -> int:
     return len(self._batches)
 
   def __iter__(self) -> Iterator[Batch]:
-    loader = _Loader(self._records, *self._args)
+    stream = loading.stream(self._batches, 0, len(self), **self._loading)
     try:
-      pending = collections.deque()
-      for examples, is_landscape in self._batches:
-        pending.append(loader.start(examples, is_landscape))
-        if len(pending) == self._prefetch:
-          yield loader.finish(pending.popleft())
-      while pending:
-        yield loader.finish(pending.popleft())
+      yield from stream
     finally:
-      loader.close()
+      stream.close()

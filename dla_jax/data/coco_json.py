@@ -44,12 +44,14 @@ class CocoDataset:
     category_names: C names, in label order.
     coco: pycocotools index of every annotation (crowd included; no segmentations), the ground
       truth for evaluation.
+    reader: reads a record's image (``records.read_file``, or a random-access source's).
   """
   annotations: str
   records: tuple[records_lib.Record, ...]
   category_ids: np.ndarray
   category_names: tuple[str, ...]
   coco: coco_lib.COCO
+  reader: records_lib.ImageReader = records_lib.read_file
 
 
 def _check_fields(data: Any, path: str) -> None:
@@ -154,11 +156,13 @@ def _check_annotations(anns: list[dict], path: str, image_ids: set[int],
     ann.pop('segmentation', None)
 
 
-def load(images_dir: str, annotations: str) -> CocoDataset:
+def load(images_dir: str, annotations: str,
+         reader: records_lib.ImageReader = records_lib.read_file) -> CocoDataset:
   """Reads an instances json whose ``file_name`` entries are relative to ``images_dir``.
 
   Annotations without ``iscrowd`` count as not crowd and those without ``area`` get the box
-  area, so that pycocotools' evaluation accepts them.
+  area, so that pycocotools' evaluation accepts them. An image entry's ``source_index``, where
+  present, is its index in the random-access source that ``reader`` reads.
 
   Raises:
     DataError: the json is unreadable or malformed: a required field is missing or of the wrong
@@ -193,9 +197,10 @@ def load(images_dir: str, annotations: str) -> CocoDataset:
     labels = np.array([label_of[a['category_id']] for a in anns], np.int32)[keep]
     records.append(records_lib.Record(
         image_id=int(image_id), path=os.path.join(images_dir, img['file_name']),
-        height=int(img['height']), width=int(img['width']), boxes=boxes, labels=labels))
+        height=int(img['height']), width=int(img['width']), boxes=boxes, labels=labels,
+        source_index=int(img.get('source_index', -1))))
   if counts.degenerate or counts.outside:
     logging.warning('%s: %s', annotations, counts.message())
   return CocoDataset(annotations=annotations, records=tuple(records),
                      category_ids=np.array(cat_ids, np.int64),
-                     category_names=tuple(names[i] for i in cat_ids), coco=coco)
+                     category_names=tuple(names[i] for i in cat_ids), coco=coco, reader=reader)

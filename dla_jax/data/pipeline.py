@@ -2,8 +2,8 @@
 
 ``data.source`` picks where images come from: 'shapes' (the built-in synthetic data, generated
 into the cache on first use), 'coco_json' (an image folder and an instances json) or 'tfds'
-(a prepared TFDS COCO, exported to the cache once). All three end up as a COCO json dataset, so
-the records, transforms and batching are the same code.
+(a prepared TFDS COCO, read through ``tfds.data_source`` or exported to the cache once). All
+three end up as a COCO json dataset, so the records, transforms and batching are the same code.
 """
 
 import os
@@ -21,6 +21,7 @@ from dla_jax.data import tfds_coco
 
 SOURCES = ('shapes', 'coco_json', 'tfds')
 SPLITS = ('train', 'val')
+TFDS_READS = ('data_source', 'export')
 
 
 def data_path(config: ml_collections.ConfigDict, field: str) -> str:
@@ -51,8 +52,13 @@ def _existing(config: ml_collections.ConfigDict, field: str, folder: bool) -> st
                            f'set --config.data.root or --config.data.{field}')
 
 
+def _tfds_split(config: ml_collections.ConfigDict, split: str) -> str:
+  return config.data.tfds_train_split if split == 'train' else config.data.tfds_val_split
+
+
 def dataset_files(config: ml_collections.ConfigDict, split: str) -> tuple[str, str]:
-  """(images folder, instances json) of a split, generating or exporting it if needed.
+  """(images folder, instances json) of a split, generating or exporting it if needed; a TFDS
+  split read through ``data_source`` has no images folder ('').
 
   Raises:
     ConfigError: the coco_json source's folder or json does not exist (naming the field).
@@ -67,9 +73,14 @@ def dataset_files(config: ml_collections.ConfigDict, split: str) -> tuple[str, s
     return (_existing(config, f'{split}_images', folder=True),
             _existing(config, f'{split}_annotations', folder=False))
   if data.source == 'tfds':
-    tfds_split = data.tfds_train_split if split == 'train' else data.tfds_val_split
-    return tfds_coco.export(data.tfds_name, data_path(config, 'tfds_data_dir'), tfds_split,
-                            data.cache_dir)
+    args = (data.tfds_name, data_path(config, 'tfds_data_dir'), _tfds_split(config, split),
+            data.cache_dir)
+    if data.tfds_read == 'data_source':
+      return '', tfds_coco.index(*args)[0]
+    if data.tfds_read == 'export':
+      return tfds_coco.export(*args)
+    raise errors.ConfigError(f'data.tfds_read: expected one of {TFDS_READS}, got '
+                             f'{data.tfds_read!r}')
   raise errors.ConfigError(f'data.source: expected one of {SOURCES}, got {data.source!r}')
 
 
@@ -79,15 +90,26 @@ def load_dataset(config: ml_collections.ConfigDict, split: str) -> coco_json.Coc
   Its ``category_ids[label]`` maps predicted labels back to the dataset's category ids and its
   ``coco`` is the ground truth for evaluation.
   """
-  dataset = coco_json.load(*dataset_files(config, split))
+  data = config.data
+  if data.source == 'tfds' and data.tfds_read == 'data_source':
+    annotations, reader = tfds_coco.index(data.tfds_name, data_path(config, 'tfds_data_dir'),
+                                          _tfds_split(config, split), data.cache_dir)
+    dataset = coco_json.load('', annotations, reader)
+  else:
+    dataset = coco_json.load(*dataset_files(config, split))
   if len(dataset.category_ids) != config.data.num_classes:
     raise errors.ConfigError(f'data.num_classes is {config.data.num_classes} but '
                      f'{dataset.annotations} has {len(dataset.category_ids)} categories')
   return dataset
 
 
-def _check_scales(config: ml_collections.ConfigDict) -> None:
+def _check(config: ml_collections.ConfigDict) -> None:
   data = config.data
+  if data.num_workers < -1:
+    raise errors.ConfigError(f'data.num_workers: {data.num_workers} is not -1 (from the cores), '
+                             '0 (load in this process) or a number of worker processes')
+  if data.num_threads < 0:
+    raise errors.ConfigError(f'data.num_threads: {data.num_threads} is negative')
   short_max = max(max(data.short_side_range), min(data.scale))
   if max(data.scale) > max(data.image_size) or short_max > min(data.image_size):
     raise errors.ConfigError(f'data.scale {tuple(data.scale)} and data.short_side_range '
@@ -135,7 +157,7 @@ def make_train_iterator(config: ml_collections.ConfigDict, *, process_index: int
     process_index: this process (default ``jax.process_index()``).
     process_count: number of processes (default ``jax.process_count()``).
   """
-  _check_scales(config)
+  _check(config)
   dataset = load_dataset(config, 'train')
   _warn_dropped_boxes(dataset, config.data.max_boxes)
   return batching.TrainIterator(
@@ -143,9 +165,10 @@ def make_train_iterator(config: ml_collections.ConfigDict, *, process_index: int
       max_boxes=config.data.max_boxes, global_batch=config.train.global_batch,
       seed=config.train.seed, scale=config.data.scale,
       short_side_range=config.data.short_side_range, flip_prob=config.data.flip_prob,
+      reader=dataset.reader,
       process_index=jax.process_index() if process_index is None else process_index,
       process_count=jax.process_count() if process_count is None else process_count,
-      num_threads=config.data.num_threads)
+      num_workers=config.data.num_workers, num_threads=config.data.num_threads)
 
 
 def make_eval_iterator(config: ml_collections.ConfigDict, split: str = 'val', *,
@@ -164,12 +187,13 @@ def make_eval_iterator(config: ml_collections.ConfigDict, split: str = 'val', *,
     process_index: this process (default ``jax.process_index()``).
     process_count: number of processes (default ``jax.process_count()``).
   """
-  _check_scales(config)
+  _check(config)
   dataset = load_dataset(config, split)
   iterator = batching.EvalIterator(
       dataset.records, image_size=config.data.image_size, max_boxes=config.data.max_boxes,
       global_batch=global_batch or config.train.global_batch, scale=config.data.scale,
+      reader=dataset.reader,
       process_index=jax.process_index() if process_index is None else process_index,
       process_count=jax.process_count() if process_count is None else process_count,
-      num_threads=config.data.num_threads)
+      num_workers=config.data.num_workers, num_threads=config.data.num_threads)
   return iterator, dataset

@@ -2,7 +2,7 @@
 
 import collections
 import itertools
-from typing import Any, Iterator
+from typing import Any, Iterator, Sequence
 
 import jax
 import numpy as np
@@ -17,10 +17,11 @@ class DevicePrefetcher:
   """
 
   def __init__(self, iterator: Iterator[dict[str, np.ndarray]], sharding: jax.sharding.Sharding,
-               size: int):
+               size: int, fields: Sequence[str] | None):
     self._iterator = iter(iterator)
     self._sharding = sharding
     self._size = size
+    self._fields = fields
     self._queue = collections.deque()
     self._state = self._host_state()
 
@@ -29,8 +30,8 @@ class DevicePrefetcher:
     return get_state() if get_state else None
 
   def _put(self, batch: dict[str, np.ndarray]) -> dict[str, jax.Array]:
-    return {k: jax.make_array_from_process_local_data(self._sharding, v)
-            for k, v in batch.items()}
+    return {k: jax.make_array_from_process_local_data(self._sharding, batch[k])
+            for k in self._fields or batch}
 
   def __iter__(self) -> 'DevicePrefetcher':
     return self
@@ -49,7 +50,7 @@ class DevicePrefetcher:
 
 
 def prefetch_to_device(iterator: Iterator[dict[str, np.ndarray]], sharding: jax.sharding.Sharding,
-                       size: int = 2) -> DevicePrefetcher:
+                       size: int = 2, fields: Sequence[str] | None = None) -> DevicePrefetcher:
   """Puts each host batch onto the devices, ``size`` batches ahead of the consumer.
 
   Args:
@@ -59,9 +60,10 @@ def prefetch_to_device(iterator: Iterator[dict[str, np.ndarray]], sharding: jax.
       P('data'))``; each process contributes its local slice
       (``jax.make_array_from_process_local_data``), so this also works across hosts.
     size: batches transferred ahead of the one being consumed.
+    fields: the keys to transfer (default all); the others stay on the host.
 
   Returns:
     An iterator over dicts of global ``jax.Array``s; integer dtypes follow JAX's x64 setting
     (``image_id`` arrives as int32 unless x64 is enabled).
   """
-  return DevicePrefetcher(iterator, sharding, size)
+  return DevicePrefetcher(iterator, sharding, size, fields)

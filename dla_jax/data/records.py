@@ -3,9 +3,13 @@
 A record describes one image of a dataset in its original pixels: where the image is, the size
 the annotations state, and its training targets. Crowd regions are not targets (COCO keeps them
 for evaluation only), and every box is clipped to the image and at least 1 px wide and high.
+The dataset's image reader reads a record's image: ``read_file`` for image files, or a
+random-access source's own (``tfds_coco.SourceImages``).
 """
 
 import dataclasses
+import io
+from typing import Callable
 
 import numpy as np
 from PIL import Image
@@ -19,12 +23,13 @@ class Record:
 
   Attributes:
     image_id: the dataset's image id (COCO ``images[].id``).
-    path: the image file.
+    path: the image file, or the name of the image in a random-access source (for messages).
     height: image height the annotations state, in pixels.
     width: image width the annotations state, in pixels.
     boxes: [N, 4] float32, (x1, y1, x2, y2), non-crowd boxes clipped to the image, each at
       least 1 px wide and high; N may be 0.
     labels: [N] int32, contiguous class labels 0..C-1.
+    source_index: the image's index in a random-access source; -1 for image files.
   """
   image_id: int
   path: str
@@ -32,6 +37,7 @@ class Record:
   width: int
   boxes: np.ndarray
   labels: np.ndarray
+  source_index: int = -1
 
   @property
   def landscape(self) -> bool:
@@ -75,27 +81,36 @@ def clean_boxes(xywh: np.ndarray, height: int, width: int,
   return clipped[keep], keep
 
 
-def read_image(path: str, what: str = 'image') -> Image.Image:
-  """Reads an image file as RGB; ``what`` names it in errors (e.g. 'image 42').
+def read_image(path: str, what: str = 'image', data: bytes | None = None) -> Image.Image:
+  """Reads an image file, or its encoded ``data`` named ``path``, as RGB; ``what`` names it in
+  errors (e.g. 'image 42').
 
   Raises:
     DataError: naming the file, when it is missing, unreadable or corrupt.
   """
   try:
-    image = Image.open(path)
+    image = Image.open(path if data is None else io.BytesIO(data))
     image.load()  # decodes and closes the file
   except (OSError, SyntaxError, ValueError) as e:
     raise DataError(f'{path}: cannot read {what}: {e}') from e
   return image if image.mode == 'RGB' else image.convert('RGB')
 
 
-def open_image(record: Record) -> Image.Image:
+def read_file(record: Record) -> Image.Image:
+  """The image reader of image files: ``record.path`` read as RGB."""
+  return read_image(record.path, f'image {record.image_id}')
+
+
+ImageReader = Callable[[Record], Image.Image]  # picklable, for worker processes
+
+
+def open_image(record: Record, reader: ImageReader = read_file) -> Image.Image:
   """Reads a record's image as RGB and checks its size against the annotations.
 
   Raises:
-    DataError: the file is missing, unreadable, corrupt or of another size than annotated.
+    DataError: the image is missing, unreadable, corrupt or of another size than annotated.
   """
-  image = read_image(record.path, f'image {record.image_id}')
+  image = reader(record)
   if image.size != (record.width, record.height):
     raise DataError(f'{record.path}: image is {image.width}x{image.height} (w x h) but the '
                     f'annotations say {record.width}x{record.height}')

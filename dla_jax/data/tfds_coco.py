@@ -1,27 +1,39 @@
-"""TFDS COCO (``coco/2017`` from a ``data_dir`` the user prepared), exported once to COCO json.
+"""TFDS COCO (``coco/2017`` from a ``data_dir`` the user prepared), read as a COCO json dataset.
 
 Exact resume and orientation-grouped global batches need random access to examples, and
-evaluation needs a COCO ground-truth json; TFDS's COCO is stored as TFRecords, which offer
-neither. So the split is read once, in order, with image decoding skipped: each example's
-encoded image bytes are written unchanged to ``<cache>/tfds/<name>/<split>/images/`` and its
-annotations to ``annotations.json`` (boxes back from TFDS's normalised [ymin, xmin, ymax, xmax]
-to pixels, crowd flags, areas and object ids kept). The result is then read like any COCO json
-dataset, through the same records, transforms and batching. For COCO train this writes about
-19 GB once; the export is keyed by name and split only, so delete it after re-preparing.
+evaluation needs a COCO ground-truth json. Two ways give both (``data.tfds_read``):
 
-TensorFlow and TFDS are imported inside the functions here only: training hosts without them
-can use every other source.
+- ``'data_source'`` (the default): a split prepared as ArrayRecord is read through
+  ``tfds.data_source``, with random access and without TensorFlow. Its annotations are written
+  once to ``<cache>/tfds_index/<name>/<split>/annotations.json`` (the image sizes come from the
+  image headers, so this pass reads the split once); each image entry keeps its index in the
+  source (``source_index``), from which ``SourceImages`` reads the encoded image when a batch
+  needs it.
+- ``'export'``: any prepared split, TFRecord included, is read once in order with TensorFlow,
+  and each example's encoded image bytes are written unchanged to
+  ``<cache>/tfds/<name>/<split>/images/`` beside the same annotations json. For COCO train that
+  is about 19 GB.
+
+Either way the boxes come back from TFDS's normalised [ymin, xmin, ymax, xmax] to pixels, with
+crowd flags, areas and object ids kept, and the result is read like any COCO json dataset,
+through the same records, transforms and batching. What is written to the cache is keyed by name
+and split only, so delete it after re-preparing a dataset.
+
+TFDS is imported inside the functions here only: training hosts without it can use every other
+source.
 """
 
 import io
 import json
 import pathlib
+from typing import Any
 
 import numpy as np
 from PIL import Image
 
 from dla_jax import errors
 from dla_jax.data import cache
+from dla_jax.data import records as records_lib
 
 # COCO's category id of each of the 80 TFDS labels (TFDS numbers them in increasing id order).
 COCO_CATEGORY_IDS = (
@@ -87,10 +99,7 @@ def export(name: str, data_dir: str, split: str, cache_dir: str) -> tuple[str, s
   def build(tmp: pathlib.Path):
     builder = tfds.builder(name, data_dir=data_dir or None)
     label = builder.info.features['objects']['label']
-    if name.split('/')[0] == 'coco' and label.num_classes == len(COCO_CATEGORY_IDS):
-      category_ids = np.array(COCO_CATEGORY_IDS)
-    else:
-      category_ids = np.arange(1, label.num_classes + 1)
+    category_ids = _category_ids(name, label.num_classes)
     dataset = builder.as_dataset(split=split, shuffle_files=False,
                                  decoders={'image': tfds.decode.SkipDecoding()})
     (tmp / 'images').mkdir()
@@ -101,9 +110,92 @@ def export(name: str, data_dir: str, split: str, cache_dir: str) -> tuple[str, s
       (tmp / 'images' / file_name).write_bytes(example['image'])
       images.append(image)
       annotations.extend(anns)
-    categories = [{'id': int(i), 'name': n} for i, n in zip(category_ids, label.names)]
-    with open(tmp / 'annotations.json', 'w') as f:
-      json.dump({'images': images, 'annotations': annotations, 'categories': categories}, f)
+    _write_annotations(tmp, images, annotations, category_ids, label.names)
 
   cache.build_once(path, build)
   return str(path / 'images'), str(path / 'annotations.json')
+
+
+def _category_ids(name: str, num_classes: int) -> np.ndarray:
+  """COCO's category ids for TFDS COCO's 80 labels, else 1..C."""
+  if name.split('/')[0] == 'coco' and num_classes == len(COCO_CATEGORY_IDS):
+    return np.array(COCO_CATEGORY_IDS)
+  return np.arange(1, num_classes + 1)
+
+
+def _write_annotations(folder: pathlib.Path, images: list[dict], annotations: list[dict],
+                       category_ids: np.ndarray, names: list[str]) -> None:
+  categories = [{'id': int(i), 'name': n} for i, n in zip(category_ids, names)]
+  with open(folder / 'annotations.json', 'w') as f:
+    json.dump({'images': images, 'annotations': annotations, 'categories': categories}, f)
+
+
+def data_source(name: str, data_dir: str, split: str) -> Any:
+  """The random-access source of a split prepared as ArrayRecord, its images left encoded.
+
+  Raises:
+    ConfigError: the split is prepared in a format without random access (TFRecord), naming
+      the command that converts it and the export fallback; or it is not prepared at all.
+  """
+  import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
+  try:
+    return tfds.data_source(name, split=split, data_dir=data_dir or None, download=False,
+                            decoders={'image': tfds.decode.SkipDecoding()})
+  except NotImplementedError as e:  # TFDS: no random access for this file format
+    folder = tfds.builder(name, data_dir=data_dir or None).data_dir
+    raise errors.ConfigError(
+        f'data.tfds_name: {name} in {folder} is prepared as TFRecord, which has no random '
+        f'access. Convert it once with `tfds convert_format --dataset_version_dir={folder} '
+        '--out_file_format=array_record` (needs apache-beam), or set '
+        '--config.data.tfds_read=export to export its images to the cache (about 19 GB for '
+        'COCO train)') from e
+  except (AssertionError, FileNotFoundError, ValueError) as e:
+    raise errors.ConfigError(f'data.tfds_name: cannot open {name} split {split!r} in '
+                             f'data.tfds_data_dir {data_dir or "(TFDS default)"!r}: {e}') from e
+
+
+class SourceImages:
+  """The image reader of a TFDS split read through ``data_source``: decodes the encoded image
+  at a record's ``source_index``. Picklable: each process opens the source when it first
+  reads."""
+
+  def __init__(self, name: str, data_dir: str, split: str):
+    self._args = (name, data_dir, split)
+    self._source = None
+
+  def __getstate__(self) -> dict:
+    return {'_args': self._args, '_source': None}
+
+  def __call__(self, record: records_lib.Record) -> Image.Image:
+    if self._source is None:
+      self._source = data_source(*self._args)
+    return records_lib.read_image(record.path, f'image {record.image_id}',
+                                  data=self._source[record.source_index]['image'])
+
+
+def index(name: str, data_dir: str, split: str, cache_dir: str) -> tuple[str, SourceImages]:
+  """The annotations json of a split prepared as ArrayRecord, written once, and its image reader.
+
+  Takes ``export``'s arguments.
+
+  Returns:
+    (instances json, reader); the json's image ``file_name`` is '<name>:<split>/<TFDS file
+    name>' and its ``source_index`` the example's index.
+  """
+  source = data_source(name, data_dir, split)
+  path = cache.default_root(cache_dir) / 'tfds_index' / name.replace('/', '_') / split
+
+  def build(tmp: pathlib.Path):
+    label = source.dataset_info.features['objects']['label']
+    category_ids = _category_ids(name, label.num_classes)
+    images, annotations = [], []
+    for i in range(len(source)):
+      example = source[i]
+      file_name = f'{name}:{split}/{example["image/filename"].decode()}'
+      image, anns = example_to_coco(example, category_ids, file_name)
+      images.append({**image, 'source_index': i})
+      annotations.extend(anns)
+    _write_annotations(tmp, images, annotations, category_ids, label.names)
+
+  cache.build_once(path, build)
+  return str(path / 'annotations.json'), SourceImages(name, data_dir, split)

@@ -1,27 +1,37 @@
-"""Measures the input pipeline's images/s on this machine: COCO-like JPEGs and synthetic shapes.
+"""Measures the input pipeline on this machine: images/s per loading setting, and the host work of
+the training process per step.
 
   python -m dla_jax.tools.bench_input
 
-COCO-like: 640 x 480 JPEGs (COCO's typical size) with a COCO json, written to a temporary
-folder, read through the COCO json path at the COCO config's scale (1333 x 800) with flip and
-padding, as training reads them. Shapes: the built-in dataset at the shapes config's 128 px.
-Each is timed with one loading thread and with one per core, and the table ends with the rate
-each core must sustain to keep one GPU fed.
+COCO-like: JPEGs of COCO's sizes (640 x 480 to 1333 x 800, a quarter portrait) with a COCO json,
+written to a temporary folder and read through the COCO json path at the COCO config's scale
+(1333 x 800) with flip and padding (800 x 1344), as training reads them. Shapes: the built-in
+dataset at the shapes config's 128 px. Each is timed in this process with 1 and 2 threads
+(``data.num_workers=0``) and in 1 and 2 worker processes (``--workers``), after two warm-up
+batches, so worker start-up is not counted.
+
+Host work: the main thread's CPU time per step (``time.thread_time``, so waiting for a batch
+does not count) in the three things it does: taking a loaded batch (hand-off), putting it on the
+devices (transfer), and dispatching a step, here one that only reads the batch.
 """
 
+import collections
 import json
-import os
 import pathlib
 import tempfile
 import time
 
 from absl import flags
+import jax
+import jax.numpy as jnp
 import ml_collections
 import numpy as np
 from PIL import Image
 
 from dla_jax import cli
-from dla_jax.data import batching
+from dla_jax import step as step_lib
+from dla_jax import train
+from dla_jax.data import loading
 from dla_jax.data import pipeline
 
 _COCO_CONFIG = cli.define_config_flag('coco_config', 'dla_r50_fpn_1x_coco',
@@ -29,15 +39,20 @@ _COCO_CONFIG = cli.define_config_flag('coco_config', 'dla_r50_fpn_1x_coco',
 _SHAPES_CONFIG = cli.define_config_flag('shapes_config', 'shapes_tiny',
                                         'Config of the shapes measurement.')
 _BATCHES = flags.DEFINE_integer('batches', 12, 'Batches timed per measurement.')
-_GPU_RATE = flags.DEFINE_float('gpu_rate', 150.0, 'Training images/s of one GPU to feed.')
+_WORKERS = flags.DEFINE_list('workers', ['1', '2'], 'Worker process counts to time.')
+
+# (width, height) of the COCO-like images: COCO's common sizes and its largest.
+_SIZES = ((640, 480), (640, 427), (500, 375), (1333, 800))
 
 
 def write_coco_like(folder: pathlib.Path, num_images: int, seed: int = 0) -> tuple[str, str]:
-  """Writes 640 x 480 JPEGs with a few boxes each and their instances json."""
+  """Writes JPEGs of COCO's sizes with a few boxes each, and their instances json."""
   rng = np.random.default_rng(seed)
   images, annotations = [], []
   for i in range(num_images):
-    h, w = (480, 640) if i % 4 else (640, 480)  # a quarter portrait, roughly as in COCO
+    w, h = _SIZES[i % len(_SIZES)]
+    if rng.random() < 0.25:  # a quarter portrait, roughly as in COCO
+      w, h = h, w
     smooth = Image.fromarray(rng.integers(0, 256, (12, 16, 3), np.uint8)).resize((w, h))
     pixels = np.asarray(smooth, np.float32) + rng.normal(0, 20, (h, w, 3))
     Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8)).save(
@@ -53,8 +68,9 @@ def write_coco_like(folder: pathlib.Path, num_images: int, seed: int = 0) -> tup
   return str(folder), str(path)
 
 
-def images_per_second(iterator: batching.TrainIterator, num_batches: int) -> float:
-  """Rate of the iterator after two warm-up batches."""
+def images_per_second(config: ml_collections.ConfigDict, num_batches: int) -> float:
+  """Rate of the config's training iterator after two warm-up batches."""
+  iterator = pipeline.make_train_iterator(config, process_index=0, process_count=1)
   for _ in range(2):
     next(iterator)
   start = time.perf_counter()
@@ -64,52 +80,82 @@ def images_per_second(iterator: batching.TrainIterator, num_batches: int) -> flo
   return rate
 
 
-def measure(config: ml_collections.ConfigDict, num_batches: int) -> dict[int, float]:
-  """images/s of one process's training iterator, per number of loading threads."""
-  cores = os.cpu_count() or 1
-  rates = {}
-  for threads in sorted({1, cores}):
-    config.data.num_threads = threads
-    iterator = pipeline.make_train_iterator(config, process_index=0, process_count=1)
-    rates[threads] = images_per_second(iterator, num_batches)
-  return rates
+def host_work(config: ml_collections.ConfigDict, num_batches: int) -> dict[str, float]:
+  """Main-thread CPU ms per step: hand-off, transfer and dispatch of a step that reads the
+  batch, over all local devices."""
+  mesh = step_lib.make_mesh()
+  sharding = step_lib.batch_sharding(mesh)
+  read = jax.jit(lambda b: sum(jnp.sum(v[:, :1].astype(jnp.float32)) for v in b.values()))
+  iterator = pipeline.make_train_iterator(config, process_index=0, process_count=1)
+  parts = collections.defaultdict(float)
+  out = None
+  for i in range(num_batches + 2):
+    start = time.thread_time()
+    batch = next(iterator)
+    loaded = time.thread_time()
+    on_device = {k: jax.make_array_from_process_local_data(sharding, batch[k])
+                 for k in train.TRAIN_FIELDS}
+    put = time.thread_time()
+    out = read(on_device)
+    dispatched = time.thread_time()
+    if i >= 2:  # after compiling
+      parts['hand-off'] += loaded - start
+      parts['transfer'] += put - loaded
+      parts['dispatch'] += dispatched - put
+    del batch
+  jax.block_until_ready(out)
+  iterator.close()
+  return {k: 1000 * v / num_batches for k, v in parts.items()}
+
+
+def _configs(tmp: pathlib.Path, coco_config, shapes_config, num_batches: int):
+  coco = ml_collections.ConfigDict(coco_config)
+  (tmp / 'coco').mkdir()
+  coco.data.source, coco.data.num_classes = 'coco_json', 1
+  coco.data.train_images, coco.data.train_annotations = write_coco_like(
+      tmp / 'coco', (num_batches + 2) * coco.train.global_batch)
+  shapes = ml_collections.ConfigDict(shapes_config)
+  shapes.data.source, shapes.data.cache_dir = 'shapes', str(tmp / 'cache')
+  shapes.data.shapes_train_size = (num_batches + 2) * shapes.train.global_batch
+  shapes.data.shapes_val_size = 1
+  return (('COCO json, JPEG', coco), ('shapes', shapes))
 
 
 def run(coco_config: ml_collections.ConfigDict, shapes_config: ml_collections.ConfigDict,
-        num_batches: int, gpu_rate: float) -> str:
-  """The markdown table of both measurements, and the per-core rate one GPU needs."""
-  cores = os.cpu_count() or 1
-  rows = []
+        num_batches: int, workers: list[int]) -> str:
+  """The markdown tables of both measurements."""
+  settings = [(0, 1), (0, 2)] + [(w, 1) for w in workers]  # (workers, threads)
+  rows, host_rows = [], []
   with tempfile.TemporaryDirectory() as tmp:
-    tmp = pathlib.Path(tmp)
-    coco = ml_collections.ConfigDict(coco_config)
-    (tmp / 'coco').mkdir()
-    coco.data.source, coco.data.num_classes = 'coco_json', 1
-    coco.data.train_images, coco.data.train_annotations = write_coco_like(
-        tmp / 'coco', (num_batches + 2) * coco.train.global_batch)
-    shapes = ml_collections.ConfigDict(shapes_config)
-    shapes.data.source, shapes.data.cache_dir = 'shapes', str(tmp / 'cache')
-    shapes.data.shapes_train_size = (num_batches + 2) * shapes.train.global_batch
-    shapes.data.shapes_val_size = 1
-    for name, config in (('COCO json, 640x480 JPEG', coco), ('shapes', shapes)):
-      for threads, rate in measure(config, num_batches).items():
-        rows.append((name, config.data.image_size, config.train.global_batch, threads, rate))
-  single = rows[0][-1]
-  lines = ['| data | padded size | batch | threads | images/s | images/s per thread |',
-           '| --- | --- | --- | --- | --- | --- |']
-  for name, (h, w), batch, threads, rate in rows:
-    lines.append(f'| {name} | {h}x{w} | {batch} | {threads} | {rate:.0f} | '
-                 f'{rate / threads:.0f} |')
-  lines += ['', f'{cores} cores here. Feeding one GPU at {gpu_rate:.0f} images/s with the COCO '
-            f'path takes {gpu_rate / cores:.1f} images/s from each of the {cores} cores, or '
-            f'{gpu_rate / single:.1f} cores at the measured single-thread rate of {single:.0f} '
-            'images/s.']
+    for name, config in _configs(pathlib.Path(tmp), coco_config, shapes_config, num_batches):
+      for num_workers, num_threads in settings:
+        config.data.num_workers, config.data.num_threads = num_workers, num_threads
+        rows.append((name, config.data.image_size, config.train.global_batch, num_workers,
+                     num_threads, images_per_second(config, num_batches)))
+      config.data.num_workers, config.data.num_threads = max(workers), 1
+      host_rows.append((name, config.train.global_batch, max(workers),
+                        host_work(config, num_batches)))
+  lines = ['| data | padded size | batch | workers | threads | images/s | per loading core |',
+           '| --- | --- | --- | --- | --- | --- | --- |']
+  for name, (h, w), batch, num_workers, num_threads, rate in rows:
+    per_core = rate / (num_workers or num_threads)
+    lines.append(f'| {name} | {h}x{w} | {batch} | {num_workers} | {num_threads} | {rate:.0f} | '
+                 f'{per_core:.0f} |')
+  lines += ['', f'Main thread CPU ms per step, {jax.device_count()} {jax.default_backend()} '
+            'device(s):', '', '| data | batch | workers | hand-off | transfer | dispatch | total |',
+            '| --- | --- | --- | --- | --- | --- | --- |']
+  for name, batch, num_workers, parts in host_rows:
+    lines.append(f'| {name} | {batch} | {num_workers} | {parts["hand-off"]:.2f} | '
+                 f'{parts["transfer"]:.2f} | {parts["dispatch"]:.2f} | '
+                 f'{sum(parts.values()):.2f} |')
+  lines += ['', f'{loading.usable_cores()} cores.']
   return '\n'.join(lines)
 
 
 def main(argv):
   del argv
-  print(run(_COCO_CONFIG.value, _SHAPES_CONFIG.value, _BATCHES.value, _GPU_RATE.value))
+  print(run(_COCO_CONFIG.value, _SHAPES_CONFIG.value, _BATCHES.value,
+            [int(w) for w in _WORKERS.value]))
 
 
 if __name__ == '__main__':

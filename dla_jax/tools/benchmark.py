@@ -53,7 +53,7 @@ from dla_jax import host_memory
 from dla_jax import optim
 from dla_jax import step as step_lib
 from dla_jax import train as train_lib
-from dla_jax.data import pipeline
+from dla_jax.data import loading
 from dla_jax.models import detector
 from dla_jax.tools import bench_input
 
@@ -203,15 +203,14 @@ def time_assigner(config: ml_collections.ConfigDict, batch: dict[str, np.ndarray
 
 
 def input_images_per_second(config: ml_collections.ConfigDict, num_batches: int) -> float:
-  """images/s of the training input pipeline on COCO-like 640 x 480 JPEGs at the config's
-  size, batch and threads."""
+  """images/s of the training input pipeline on COCO-like JPEGs at the config's size, batch,
+  workers and threads."""
   config = ml_collections.ConfigDict(config.to_dict())
   with tempfile.TemporaryDirectory() as tmp:
     config.data.source, config.data.num_classes = 'coco_json', 1
     config.data.train_images, config.data.train_annotations = bench_input.write_coco_like(
         pathlib.Path(tmp), (num_batches + 2) * config.train.global_batch)
-    iterator = pipeline.make_train_iterator(config, process_index=0, process_count=1)
-    return bench_input.images_per_second(iterator, num_batches)
+    return bench_input.images_per_second(config, num_batches)
 
 
 def build_fcos(variant: str, config: ml_collections.ConfigDict):
@@ -371,8 +370,9 @@ def table(config: ml_collections.ConfigDict, dla: dict[str, float],
     if key in dla:
       extra.append(f'compile of the {what}: {dla[key]:.1f} s')
   if input_rate is not None:
-    extra.append(f'input pipeline (COCO-like JPEGs, {config.data.num_threads} threads): '
-                 f'{input_rate:.0f} images/s')
+    workers = loading.resolve_workers(config.data.num_workers)
+    extra.append(f'input pipeline (COCO-like JPEGs, {workers} workers, '
+                 f'{config.data.num_threads} threads each): {input_rate:.0f} images/s')
   return '\n'.join(lines + [''] + [f'- {e}' for e in extra])
 
 
