@@ -163,4 +163,8 @@ def get_config() -> ml_collections.ConfigDict:
   # Stop at start-up when JAX would compute on the CPU (an accelerator build of JAX missing, or
   # no usable device): on for COCO, off for the CPU-sized shapes configs.
   train.require_accelerator = True
+  # JAX's persistent compilation cache: a resumed or repeated run loads the compiled steps
+  # instead of compiling them again; '' keeps it in <workdir>/compilation_cache.
+  train.compilation_cache = True
+  train.compilation_cache_dir = ''
   return config

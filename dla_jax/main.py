@@ -79,6 +79,7 @@ def main(argv):
   _require(config=config)
   if not (mode == 'predict' and exported):  # an export alone is enough to predict
     _require(workdir=workdir)
+  runtime.enable_compilation_cache(config, workdir)
   if jax.process_index() == 0:
     print(runtime.startup_line(config, config_file), flush=True)
   if mode in ('train', 'train_and_evaluate', 'evaluate'):

@@ -1,4 +1,5 @@
-"""Where a run computes, said before it starts: the start-up line and the accelerator check.
+"""Where a run computes, said before it starts: the start-up line, the accelerator check and the
+persistent compilation cache.
 
 A COCO run on the CPU would take months and look like a slow start, so the COCO configs set
 ``train.require_accelerator``: a run whose JAX backend is the CPU then stops at once, with the
@@ -12,6 +13,7 @@ import jax
 import ml_collections
 
 from dla_jax import errors
+from dla_jax import workdir as workdir_lib
 
 INSTALL_LINES = ("pip install -e '.[cuda12]' on NVIDIA GPU hosts, "
                  "pip install -e '.[tpu]' on Cloud TPU VMs")
@@ -54,3 +56,22 @@ def require_accelerator(config: ml_collections.ConfigDict) -> None:
       f'train.require_accelerator: this run would compute on the CPU: {why}. Install JAX for '
       f'the accelerator ({INSTALL_LINES}), or set --config.train.require_accelerator=false to '
       'run on the CPU anyway')
+
+
+def enable_compilation_cache(config: ml_collections.ConfigDict, workdir: str | None) -> str | None:
+  """Turns on JAX's persistent compilation cache (``train.compilation_cache``), before anything
+  compiles: programs that took over a second to compile are kept in
+  ``train.compilation_cache_dir``, or '' for ``<workdir>/compilation_cache``, and a resumed or
+  repeated run loads them instead of compiling again.
+
+  Returns:
+    The cache folder, or None when the cache is off or there is neither folder nor workdir.
+  """
+  if not config.train.compilation_cache:
+    return None
+  folder = config.train.compilation_cache_dir
+  if not folder and workdir:
+    folder = str(workdir_lib.path(workdir) / 'compilation_cache')
+  if folder:
+    jax.config.update('jax_compilation_cache_dir', folder)
+  return folder or None

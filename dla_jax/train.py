@@ -6,12 +6,13 @@ metrics are summed on the device in between, and a non-finite loss is recorded i
 the step itself, then reported here, naming the step where it first happened.
 """
 
+import dataclasses
 import json
 import signal
 import sys
 import threading
 import time
-from typing import Any
+from typing import Any, Callable
 
 from absl import logging
 import jax
@@ -134,9 +135,27 @@ class _Preemption:
       signal.signal(signal.SIGTERM, self._previous)
 
 
-def train(config: ml_collections.ConfigDict, workdir: str) -> step_lib.TrainState:
+@dataclasses.dataclass(frozen=True)
+class EvalSteps:
+  """Evaluation's jitted functions over the devices, built once so that a run with several
+  evaluations compiles each of them once per input shape."""
+  mesh: jax.sharding.Mesh
+  detect: Callable  # (params, batch_stats, batch) -> replicated detections
+  gather: Callable  # batch fields sharded like the images -> replicated
+
+  @classmethod
+  def build(cls, config: ml_collections.ConfigDict) -> 'EvalSteps':
+    mesh = step_lib.make_mesh()
+    model = detector.build_detector(config)
+    return cls(mesh, step_lib.jit_eval_step(mesh, model=model, config=config),
+               jax.jit(lambda meta: meta, out_shardings=step_lib.replicated(mesh)))
+
+
+def train(config: ml_collections.ConfigDict, workdir: str,
+          eval_steps: EvalSteps | None = None) -> step_lib.TrainState:
   """Trains for ``optim.epochs`` epochs, resuming from the latest checkpoint in ``workdir``,
-  evaluating on the val split every ``train.eval_every_epochs`` epochs (0: never)."""
+  evaluating on the val split every ``train.eval_every_epochs`` epochs (0: never) with
+  ``eval_steps`` (built here when None)."""
   mesh = step_lib.make_mesh()
   check_config(config, mesh.devices.size)
   pretrained.check_backbone_init(config.model)
@@ -209,7 +228,9 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> step_lib.TrainStat
           raise SystemExit(0)
         every = config.train.eval_every_epochs * steps_per_epoch
         if every and step % every == 0 and step < total_steps:
-          evaluate(config, workdir, state.params, state.batch_stats, step)
+          eval_steps = eval_steps or EvalSteps.build(config)
+          evaluate(config, workdir, state.params, state.batch_stats, step,
+                   eval_steps=eval_steps)
     finally:
       checkpoints.wait()
       checkpoints.close()
@@ -219,22 +240,21 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> step_lib.TrainStat
 
 
 def evaluate(config: ml_collections.ConfigDict, workdir: str, params: Any = None,
-             batch_stats: Any = None, step: int | None = None,
-             split: str = 'val') -> dict[str, float]:
+             batch_stats: Any = None, step: int | None = None, split: str = 'val', *,
+             eval_steps: EvalSteps | None = None) -> dict[str, float]:
   """COCO metrics of the model on ``split``; weights from ``params`` or the checkpoint of
   ``step`` (default the latest) in ``workdir``. Writes the detections as a COCO results json
-  and the metrics to ``workdir``."""
-  mesh = step_lib.make_mesh()
+  and the metrics to ``workdir``. Pass the run's ``eval_steps`` to reuse their compilations."""
+  eval_steps = eval_steps or EvalSteps.build(config)
+  mesh = eval_steps.mesh
   check_config(config, mesh.devices.size)
   workdir_lib.check_writable(workdir)
-  model = detector.build_detector(config)
   if params is None:
     params, batch_stats, step = restore_weights(config, workdir, step)
   eval_iter, dataset = pipeline.make_eval_iterator(config, split,
                                                    global_batch=config.train.eval_batch)
   write_classes(workdir, dataset)
-  eval_step = step_lib.jit_eval_step(mesh, model=model, config=config)
-  gather = jax.jit(lambda meta: meta, out_shardings=step_lib.replicated(mesh))
+  eval_step, gather = eval_steps.detect, eval_steps.gather
   sharding = step_lib.batch_sharding(mesh)
   params, batch_stats = jax.device_put((params, batch_stats), step_lib.replicated(mesh))
   results = []
@@ -312,9 +332,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   The val metrics of the trained model also go to ``workdir/final_metrics.json`` (``step``
   and the COCO metrics), written last and atomically: its presence marks a finished run.
   """
-  state = train(config, workdir)
+  eval_steps = EvalSteps.build(config)
+  state = train(config, workdir, eval_steps)
   step = int(state.step)
-  metrics = evaluate(config, workdir, state.params, state.batch_stats, step)
+  metrics = evaluate(config, workdir, state.params, state.batch_stats, step,
+                     eval_steps=eval_steps)
   if jax.process_index() == 0:
     workdir_lib.write_json(workdir_lib.path(workdir) / FINAL_METRICS,
                            {'step': step, 'split': 'val', **metrics}, indent=1)

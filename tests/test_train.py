@@ -2,7 +2,9 @@
 predicts and exports with DLA and with the ATSS baseline; SIGTERM checkpoints and SIGKILL loses nothing;
 bad settings fail early and clearly."""
 
+import collections
 import json
+import logging
 import os
 import re
 import signal
@@ -159,7 +161,8 @@ def test_run_killed_and_resumed_ends_bit_identical_to_an_uninterrupted_run(few_i
   jax.tree.map(np.testing.assert_array_equal, a, b)
 
 
-def test_a_run_compiles_the_train_step_once_per_orientation(tmp_path, capsys):
+def test_a_run_compiles_each_step_once_per_orientation_however_often_it_evaluates(
+    tmp_path, capsys, caplog):
   rng = np.random.default_rng(0)
   images, annotations = [], []
   for i in range(16):
@@ -173,15 +176,46 @@ def test_a_run_compiles_the_train_step_once_per_orientation(tmp_path, capsys):
       'categories': [{'id': i, 'name': str(i)} for i in range(1, 7)]}))
   config = shapes_tiny.get_config()
   config.data.source = 'coco_json'
-  config.data.train_images = str(tmp_path)
-  config.data.train_annotations = str(tmp_path / 'instances.json')
+  config.data.train_images = config.data.val_images = str(tmp_path)
+  config.data.train_annotations = config.data.val_annotations = str(tmp_path / 'instances.json')
   config.data.image_size, config.data.scale = (96, 128), (128, 96)
   config.data.short_side_range = (96, 96)
-  config.train.global_batch = 8
+  config.train.global_batch = config.train.eval_batch = 8
   config.optim.epochs = 2  # two batches an epoch, one of each orientation
+  config.train.eval_every_epochs = 1  # evaluates after epoch 1, then at the end
   config.train.log_every = 1
-  train.train(config, str(tmp_path / 'run'))
+  caplog.set_level(logging.WARNING, logger='jax._src.interpreters.pxla')
+  with jax.log_compiles(True):
+    train.train_and_evaluate(config, str(tmp_path / 'run'))
   out = capsys.readouterr().out
   compiles = re.findall(r'compiled the train step for (\d+)x(\d+) inputs in [\d.]+ s', out)
   assert sorted(compiles) == [('128', '96'), ('96', '128')], out
   assert len(re.findall(r'^step \d+/4 ', out, flags=re.M)) == 4, out
+  assert len(re.findall(r'^val at step [24]: AP', out, flags=re.M)) == 2, out
+  lowered = collections.Counter(
+      r.getMessage().split(' with ')[0] for r in caplog.records
+      if r.getMessage().startswith('Compiling jit('))
+  assert lowered['Compiling jit(train_step)'] == 2, lowered
+  assert lowered['Compiling jit(eval_step)'] == 2, lowered  # one per orientation, not per call
+
+
+def test_a_second_run_loads_the_compiled_train_step_from_the_persistent_cache(few_images,
+                                                                              tmp_path):
+  images, annotations = few_images
+  first, second = tmp_path / 'first', tmp_path / 'second'
+
+  def run(workdir, *overrides):
+    command = [sys.executable, '-m', 'dla_jax.main', '--mode', 'train', '--config',
+               'configs/shapes_tiny.py', '--workdir', str(workdir),
+               '--config.data.source=coco_json', f'--config.data.train_images={images}',
+               f'--config.data.train_annotations={annotations}',
+               '--config.train.global_batch=8', '--config.optim.epochs=1', *overrides]
+    return subprocess.run(command, cwd=REPO, env=dict(os.environ, JAX_LOG_COMPILES='1'),
+                          capture_output=True, text=True, timeout=600, check=True).stderr
+
+  hit = "Persistent compilation cache hit for 'jit_train_step'"
+  assert hit not in run(first)
+  cache = first / 'compilation_cache'  # the default: in the workdir
+  assert any(p.name.startswith('jit_train_step') for p in cache.iterdir())
+  assert hit in run(second, f'--config.train.compilation_cache_dir={cache}')
+  assert not (second / 'compilation_cache').exists()

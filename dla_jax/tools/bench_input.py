@@ -11,8 +11,10 @@ dataset at the shapes config's 128 px. Each is timed in this process with 1 and 
 batches, so worker start-up is not counted.
 
 Host work: the main thread's CPU time per step (``time.thread_time``, so waiting for a batch
-does not count) in the three things it does: taking a loaded batch (hand-off), putting it on the
-devices (transfer), and dispatching a step, here one that only reads the batch.
+does not count) in what the training loop does each step: taking a loaded batch (hand-off),
+putting it on the devices (transfer), dispatching a step (here one that only reads the batch and
+returns eight scalars, as many as the train step's metrics), and adding its metrics to the sums
+kept on the device between log lines.
 """
 
 import collections
@@ -81,14 +83,19 @@ def images_per_second(config: ml_collections.ConfigDict, num_batches: int) -> fl
 
 
 def host_work(config: ml_collections.ConfigDict, num_batches: int) -> dict[str, float]:
-  """Main-thread CPU ms per step: hand-off, transfer and dispatch of a step that reads the
-  batch, over all local devices."""
+  """Main-thread CPU ms per step: hand-off, transfer, dispatch of a step that reads the batch,
+  and metric accumulation, over all local devices."""
   mesh = step_lib.make_mesh()
   sharding = step_lib.batch_sharding(mesh)
-  read = jax.jit(lambda b: sum(jnp.sum(v[:, :1].astype(jnp.float32)) for v in b.values()))
+
+  @jax.jit
+  def read(batch):
+    total = sum(jnp.sum(v[:, :1].astype(jnp.float32)) for v in batch.values())
+    return {f'metric_{i}': total + i for i in range(8)}
+
   iterator = pipeline.make_train_iterator(config, process_index=0, process_count=1)
   parts = collections.defaultdict(float)
-  out = None
+  sums = None
   for i in range(num_batches + 2):
     start = time.thread_time()
     batch = next(iterator)
@@ -96,14 +103,17 @@ def host_work(config: ml_collections.ConfigDict, num_batches: int) -> dict[str, 
     on_device = {k: jax.make_array_from_process_local_data(sharding, batch[k])
                  for k in train.TRAIN_FIELDS}
     put = time.thread_time()
-    out = read(on_device)
+    metrics = read(on_device)
     dispatched = time.thread_time()
+    sums = metrics if sums is None else jax.tree.map(jnp.add, sums, metrics)
+    added = time.thread_time()
     if i >= 2:  # after compiling
       parts['hand-off'] += loaded - start
       parts['transfer'] += put - loaded
       parts['dispatch'] += dispatched - put
+      parts['metrics'] += added - dispatched
     del batch
-  jax.block_until_ready(out)
+  jax.block_until_ready(sums)
   iterator.close()
   return {k: 1000 * v / num_batches for k, v in parts.items()}
 
@@ -142,12 +152,13 @@ def run(coco_config: ml_collections.ConfigDict, shapes_config: ml_collections.Co
     lines.append(f'| {name} | {h}x{w} | {batch} | {num_workers} | {num_threads} | {rate:.0f} | '
                  f'{per_core:.0f} |')
   lines += ['', f'Main thread CPU ms per step, {jax.device_count()} {jax.default_backend()} '
-            'device(s):', '', '| data | batch | workers | hand-off | transfer | dispatch | total |',
-            '| --- | --- | --- | --- | --- | --- | --- |']
+            'device(s):', '',
+            '| data | batch | workers | hand-off | transfer | dispatch | metrics | total |',
+            '| --- | --- | --- | --- | --- | --- | --- | --- |']
   for name, batch, num_workers, parts in host_rows:
     lines.append(f'| {name} | {batch} | {num_workers} | {parts["hand-off"]:.2f} | '
                  f'{parts["transfer"]:.2f} | {parts["dispatch"]:.2f} | '
-                 f'{sum(parts.values()):.2f} |')
+                 f'{parts["metrics"]:.2f} | {sum(parts.values()):.2f} |')
   lines += ['', f'{loading.usable_cores()} cores.']
   return '\n'.join(lines)
 
