@@ -159,7 +159,8 @@ class TrainBatches:
     self._max_boxes = max_boxes
     self._sampled = (-1, None)  # (epoch, its global batches), the epoch last sampled
 
-  def __len__(self) -> int:
+  @property
+  def num_examples(self) -> int:
     return len(self._records)
 
   def __call__(self, position: int) -> Batch:
@@ -265,7 +266,7 @@ class TrainIterator:
     epoch, step = divmod(self._position, self.batches_per_epoch)
     sampler = self._batches.sampler
     return {'epoch': epoch, 'step': step, 'seed': sampler.seed,
-            'num_examples': len(self._batches), 'global_batch': sampler.global_batch}
+            'num_examples': self._batches.num_examples, 'global_batch': sampler.global_batch}
 
   def set_state(self, state: dict[str, int]) -> None:
     """Moves to a position saved by ``get_state``, for the same data, seed and batch size."""

@@ -16,6 +16,7 @@ import numpy as np
 from dla_jax import errors
 from dla_jax.data import batching
 from dla_jax.data import coco_json
+from dla_jax.data import records
 from dla_jax.data import shapes
 from dla_jax.data import tfds_coco
 
@@ -76,7 +77,7 @@ def dataset_files(config: ml_collections.ConfigDict, split: str) -> tuple[str, s
     args = (data.tfds_name, data_path(config, 'tfds_data_dir'), _tfds_split(config, split),
             data.cache_dir)
     if data.tfds_read == 'data_source':
-      return '', tfds_coco.index(*args)[0]
+      return '', tfds_coco.index(*args)
     if data.tfds_read == 'export':
       return tfds_coco.export(*args)
     raise errors.ConfigError(f'data.tfds_read: expected one of {TFDS_READS}, got '
@@ -91,12 +92,12 @@ def load_dataset(config: ml_collections.ConfigDict, split: str) -> coco_json.Coc
   ``coco`` is the ground truth for evaluation.
   """
   data = config.data
+  images, annotations = dataset_files(config, split)
+  reader = records.read_file
   if data.source == 'tfds' and data.tfds_read == 'data_source':
-    annotations, reader = tfds_coco.index(data.tfds_name, data_path(config, 'tfds_data_dir'),
-                                          _tfds_split(config, split), data.cache_dir)
-    dataset = coco_json.load('', annotations, reader)
-  else:
-    dataset = coco_json.load(*dataset_files(config, split))
+    reader = tfds_coco.SourceImages(data.tfds_name, data_path(config, 'tfds_data_dir'),
+                                    _tfds_split(config, split))
+  dataset = coco_json.load(images, annotations, reader)
   if len(dataset.category_ids) != config.data.num_classes:
     raise errors.ConfigError(f'data.num_classes is {config.data.num_classes} but '
                      f'{dataset.annotations} has {len(dataset.category_ids)} categories')

@@ -173,14 +173,15 @@ class SourceImages:
                                   data=self._source[record.source_index]['image'])
 
 
-def index(name: str, data_dir: str, split: str, cache_dir: str) -> tuple[str, SourceImages]:
-  """The annotations json of a split prepared as ArrayRecord, written once, and its image reader.
+def index(name: str, data_dir: str, split: str, cache_dir: str) -> str:
+  """The annotations json of a split prepared as ArrayRecord, written once; ``SourceImages``
+  reads its images.
 
   Takes ``export``'s arguments.
 
   Returns:
-    (instances json, reader); the json's image ``file_name`` is '<name>:<split>/<TFDS file
-    name>' and its ``source_index`` the example's index.
+    The instances json; its image ``file_name`` is '<name>:<split>/<TFDS file name>' and its
+    ``source_index`` the example's index.
   """
   source = data_source(name, data_dir, split)
   path = cache.default_root(cache_dir) / 'tfds_index' / name.replace('/', '_') / split
@@ -198,4 +199,4 @@ def index(name: str, data_dir: str, split: str, cache_dir: str) -> tuple[str, So
     _write_annotations(tmp, images, annotations, category_ids, label.names)
 
   cache.build_once(path, build)
-  return str(path / 'annotations.json'), SourceImages(name, data_dir, split)
+  return str(path / 'annotations.json')
