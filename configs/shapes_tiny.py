@@ -18,6 +18,8 @@ def get_config():
   # At 128 px objects span 8-110 px: anchors of 4 strides (32 px on P3 ... 512 px on P7) spread
   # them over P3-P5, where 8 strides would put nearly all of them on P3.
   config.model.anchor_scale = 4.0
+  # float32 on every backend, so that its results (docs/reproduction.md) reproduce anywhere.
+  config.model.dtype = 'float32'
   # Kept as this config was measured (docs/performance.md): a ReLU before P7, every image
   # trained on (some shapes images have no object), warm-up from 1/3. The COCO recipe has none
   # of the three (default.py).

@@ -27,11 +27,12 @@ per level and ``[G, K]`` metrics; no ``[N, G, C]`` (or ``[N, G]`` metric) tensor
 
 import functools
 import math
-from typing import NamedTuple, Optional, Sequence
+from typing import Callable, NamedTuple, Optional, Sequence
 
 import jax
 import jax.numpy as jnp
 import ml_collections
+from jax.sharding import PartitionSpec as P
 
 from dla_jax import boxes as box_ops
 from dla_jax import errors
@@ -227,6 +228,17 @@ def assign_batch(anchors: jnp.ndarray,
   one_image = functools.partial(assign, **static)
   return jax.vmap(one_image, in_axes=(None, None, 0, 0, 0, 0, 0, None))(
       anchors, centers, gt_boxes, gt_labels, gt_valid, cls_probs, pred_boxes, alpha)
+
+
+def per_device(assign_fn: Callable, mesh: jax.sharding.Mesh, axis: str) -> Callable:
+  """``assign_fn`` (``assign_batch``'s signature) run by each device on its own slice of the
+  batch (``jax.shard_map`` over ``axis``): assignment is per image, so no device needs another's
+  images. Left to itself, XLA's partitioner replicates the top-k candidate selection over the
+  whole global batch, gathering every image's distances ``[B, G, N_level]`` onto every
+  device (``dla_jax.tools.step_cost`` lists the collectives)."""
+  batch = P(axis)
+  return jax.shard_map(assign_fn, mesh=mesh, in_specs=(P(), P()) + (batch,) * 5 + (P(),),
+                       out_specs=batch)
 
 
 def alpha_schedule(step: jnp.ndarray, steps_per_epoch: int, config: ml_collections.ConfigDict,

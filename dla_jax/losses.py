@@ -20,6 +20,7 @@ the per-device normalisers are then averaged with ``lax.pmean``, as MMDetection'
 global batch.
 """
 
+import functools
 from typing import Optional
 
 import jax
@@ -128,7 +129,9 @@ def detection_loss(outputs: dict[str, jnp.ndarray],
                    gt_valid: jnp.ndarray,
                    alpha: jnp.ndarray,
                    config: ml_collections.ConfigDict,
-                   axis_name: Optional[str] = None) -> tuple[jnp.ndarray, dict[str, jnp.ndarray]]:
+                   axis_name: Optional[str] = None,
+                   mesh: Optional[jax.sharding.Mesh] = None,
+                   ) -> tuple[jnp.ndarray, dict[str, jnp.ndarray]]:
   """Eq. 8 on a batch: assigns labels from the (stop-gradient) predictions, then the loss of
   ``config.model.head`` (see the module docstring).
 
@@ -144,6 +147,8 @@ def detection_loss(outputs: dict[str, jnp.ndarray],
     config: the experiment config (``model.prior``, ``model.head``, ``assigner``, ``loss``).
     axis_name: the mapped device axis whose normalisers are averaged, or None (see the module
       docstring).
+    mesh: under ``jax.jit`` over a mesh with the batch split on its first axis: the assigner
+      runs on each device's own images (``assign.per_device``).
 
   Returns:
     The total loss ``[]`` and a dict of ``[]`` float32 metrics: ``loss``, ``loss_cls``,
@@ -154,11 +159,15 @@ def detection_loss(outputs: dict[str, jnp.ndarray],
   num_classes = cls_logits.shape[-1]
   pred_boxes = box_ops.decode(outputs['box_reg'], priors, config.model.prior)
   a = config.assigner
-  targets = assign_lib.assign_batch(
+  assign_batch = functools.partial(
+      assign_lib.assign_batch, level_sizes=tuple(priors.level_sizes), topk=a.topk, gamma=a.gamma,
+      num_classes=num_classes, name=a.name)
+  if mesh is not None:
+    assign_batch = assign_lib.per_device(assign_batch, mesh, mesh.axis_names[0])
+  targets = assign_batch(
       jnp.asarray(priors.anchors), jnp.asarray(priors.centers), gt_boxes, gt_labels, gt_valid,
       jax.lax.stop_gradient(jax.nn.sigmoid(cls_logits)), jax.lax.stop_gradient(pred_boxes),
-      alpha, level_sizes=tuple(priors.level_sizes), topk=a.topk, gamma=a.gamma,
-      num_classes=num_classes, name=a.name)
+      alpha)
 
   c = config.loss
   if config.model.head == 'atss':

@@ -14,6 +14,7 @@ import ml_collections
 
 from dla_jax import errors
 from dla_jax import workdir as workdir_lib
+from dla_jax.models import detector
 
 INSTALL_LINES = ("pip install -e '.[cuda12]' on NVIDIA GPU hosts, "
                  "pip install -e '.[tpu]' on Cloud TPU VMs")
@@ -38,7 +39,7 @@ def startup_line(config: ml_collections.ConfigDict, config_file: str | None = No
   line = (f'backend {jax.default_backend()} | devices: {kinds} | '
           f'{jax.process_count()} process{"es" if jax.process_count() > 1 else ""} | '
           f'global batch {config.train.global_batch}, {per_device:g} per device | '
-          f'compute {config.model.dtype} | conv {_conv(config)}')
+          f'compute {detector.compute_dtype_name(config)} | conv {_conv(config)}')
   return line + (f' | config {config_file}' if config_file else '')
 
 

@@ -82,8 +82,10 @@ def create_train_state(variables: dict[str, Any],
 
 def train_step(state: TrainState, batch: dict[str, jax.Array], *, model: detector.Detector,
                tx: optax.GradientTransformation, config: ml_collections.ConfigDict,
-               steps_per_epoch: int) -> tuple[TrainState, dict[str, jax.Array]]:
-  """One optimizer step on a global batch (see ``dla_jax.data`` for the batch's fields).
+               steps_per_epoch: int,
+               mesh: jax.sharding.Mesh | None = None) -> tuple[TrainState, dict[str, jax.Array]]:
+  """One optimizer step on a global batch (see ``dla_jax.data`` for the batch's fields), the
+  batch split over ``mesh``'s data axis when given (the assigner then runs per device).
 
   Returns the new state and scalar metrics: the loss and its parts, ``num_pos`` (positives in
   the global batch), ``alpha`` and ``lr``.
@@ -96,7 +98,7 @@ def train_step(state: TrainState, batch: dict[str, jax.Array], *, model: detecto
   def loss_fn(params):
     outputs = model.apply({'params': params, 'batch_stats': state.batch_stats}, images)
     return losses.detection_loss(outputs, priors, batch['boxes'], batch['labels'],
-                                 batch['valid'], alpha, config)
+                                 batch['valid'], alpha, config, mesh=mesh)
 
   (loss, metrics), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
   updates, opt_state = tx.update(grads, state.opt_state, state.params)
@@ -112,24 +114,31 @@ def train_step(state: TrainState, batch: dict[str, jax.Array], *, model: detecto
 
 
 def eval_step(params: Any, batch_stats: Any, batch: dict[str, jax.Array], *,
-              model: detector.Detector,
-              config: ml_collections.ConfigDict) -> inference.Detections:
-  """Forward pass and on-device detection for one batch."""
+              model: detector.Detector, config: ml_collections.ConfigDict,
+              mesh: jax.sharding.Mesh | None = None) -> inference.Detections:
+  """Forward pass and on-device detection for one batch. With ``mesh`` (the batch split over
+  its data axis), each device detects on its own images: left to itself, XLA's partitioner
+  gathers every image's pre-NMS scores onto every device for the top-k."""
   images = transforms.normalize(batch['images'], batch['image_hw'])
   priors = priors_for(tuple(images.shape[1:3]), config.model.anchor_scale)
   outputs = model.apply({'params': params, 'batch_stats': batch_stats}, images)
-  return inference.detect(outputs, batch['image_hw'], priors, config)
+  detect = functools.partial(inference.detect, priors=priors, config=config)
+  if mesh is not None:
+    # check_vma off: NMS's loop starts from constants that the loop makes per-device.
+    detect = jax.shard_map(detect, mesh=mesh, in_specs=(P(DATA_AXIS), P(DATA_AXIS)),
+                           out_specs=P(DATA_AXIS), check_vma=False)
+  return detect(outputs, batch['image_hw'])
 
 
 def jit_train_step(mesh: jax.sharding.Mesh, **static) -> Callable:
   """``train_step`` jitted over ``mesh``: state replicated and donated, batch sharded."""
-  return jax.jit(functools.partial(train_step, **static),
+  return jax.jit(functools.partial(train_step, mesh=mesh, **static),
                  in_shardings=(replicated(mesh), batch_sharding(mesh)),
                  out_shardings=(replicated(mesh), replicated(mesh)), donate_argnums=0)
 
 
 def jit_eval_step(mesh: jax.sharding.Mesh, **static) -> Callable:
   """``eval_step`` jitted over ``mesh``; detections come back replicated (they are small)."""
-  return jax.jit(functools.partial(eval_step, **static),
+  return jax.jit(functools.partial(eval_step, mesh=mesh, **static),
                  in_shardings=(replicated(mesh), replicated(mesh), batch_sharding(mesh)),
                  out_shardings=replicated(mesh))

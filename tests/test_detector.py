@@ -172,6 +172,17 @@ def test_bfloat16_forward_agrees_with_float32():
     assert err > 0, f'{k}: bf16 path did not run in bfloat16'
 
 
+@pytest.mark.parametrize('backend,expected', [('cpu', 'float32'), ('gpu', 'bfloat16'),
+                                              ('tpu', 'bfloat16')])
+def test_auto_dtype_is_bfloat16_on_accelerators_and_float32_on_the_cpu(backend, expected):
+  config = dla_r50_fpn_1x_coco.get_config()
+  assert config.model.dtype == 'auto'  # the COCO configs' default
+  assert detector.compute_dtype_name(config, backend) == expected
+  model = detector.build_detector(config, backend=backend)
+  assert model.backbone.dtype == model.head.dtype == jnp.dtype(expected)
+  assert shapes_tiny.get_config().model.dtype == 'float32'  # reproducible on any backend
+
+
 @pytest.mark.parametrize('shape', [(64, 64, 3), (1, 64, 64, 1), (1, 3, 64, 64)])
 def test_images_of_wrong_rank_or_channels_are_rejected(shape):
   config = _tiny()

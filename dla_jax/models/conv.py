@@ -64,11 +64,12 @@ MIN_WINOGRAD_MACS = 2**27
 _NHWC = ('NHWC', 'HWIO', 'NHWC')
 
 
-def conv_function(conv_impl: str) -> Callable | None:
-  """The convolution for ``model.conv_impl`` on this backend; None is ``lax``'s own."""
+def conv_function(conv_impl: str, backend: str | None = None) -> Callable | None:
+  """The convolution for ``model.conv_impl`` on ``backend`` (default JAX's); None is ``lax``'s
+  own."""
   if conv_impl not in CONV_IMPLS:
     raise errors.ConfigError(f'model.conv_impl: {conv_impl!r} is not one of {CONV_IMPLS}')
-  if conv_impl == 'xla' or (conv_impl == 'auto' and jax.default_backend() != 'cpu'):
+  if conv_impl == 'xla' or (conv_impl == 'auto' and (backend or jax.default_backend()) != 'cpu'):
     return None
   return functools.partial(conv_general_dilated, impl=conv_impl)
 

@@ -32,16 +32,28 @@ class Detector(nn.Module):
     return self.head(self.fpn(self.backbone(images)))
 
 
-def compute_dtype(config: ml_collections.ConfigDict) -> Any:
-  if config.model.dtype not in DTYPES:
-    raise errors.ConfigError(f'model.dtype: {config.model.dtype!r} is not one of {sorted(DTYPES)}')
-  return DTYPES[config.model.dtype]
+def compute_dtype_name(config: ml_collections.ConfigDict, backend: str | None = None) -> str:
+  """``model.dtype`` on ``backend`` (default JAX's): 'auto' is bfloat16 on GPU and TPU, float32
+  on the CPU, whose convolutions have no bfloat16 kernels."""
+  name = config.model.dtype
+  if name not in (*DTYPES, 'auto'):
+    raise errors.ConfigError(f'model.dtype: {name!r} is not one of {sorted(DTYPES) + ["auto"]}')
+  if name == 'auto':
+    return 'float32' if (backend or jax.default_backend()) == 'cpu' else 'bfloat16'
+  return name
 
 
-def build_detector(config: ml_collections.ConfigDict) -> Detector:
-  """The detector of ``config.model`` for ``config.data.num_classes`` classes."""
+def compute_dtype(config: ml_collections.ConfigDict, backend: str | None = None) -> Any:
+  return DTYPES[compute_dtype_name(config, backend)]
+
+
+def build_detector(config: ml_collections.ConfigDict, backend: str | None = None) -> Detector:
+  """The detector of ``config.model`` for ``config.data.num_classes`` classes, as computed on
+  ``backend`` ('cpu', 'gpu' or 'tpu'; default JAX's own): XLA:CPU gets fusion barriers and, with
+  ``conv_impl='auto'``, its own convolutions. ``dla_jax.tools.step_cost`` builds a GPU's graph on
+  the CPU."""
   m = config.model
-  dtype = compute_dtype(config)
+  dtype = compute_dtype(config, backend)
   resnet.get_spec(m.backbone)  # fails early, naming the field, on an unknown architecture
   if m.head not in head_lib.HEADS:
     raise errors.ConfigError(f'model.head: {m.head!r} is not one of {head_lib.HEADS}')
@@ -61,8 +73,9 @@ def build_detector(config: ml_collections.ConfigDict) -> Detector:
                              f'({m.head_channels})')
   if config.data.num_classes < 1:
     raise errors.ConfigError(f'data.num_classes: must be at least 1, got {config.data.num_classes}')
-  conv = conv_lib.conv_function(m.conv_impl)
-  on_cpu = jax.default_backend() == 'cpu'
+  backend = backend or jax.default_backend()
+  conv = conv_lib.conv_function(m.conv_impl, backend)
+  on_cpu = backend == 'cpu'
   return Detector(
       backbone=resnet.ResNet(m.backbone, m.backbone_width, m.frozen_stages, m.backbone_norm,
                              m.gn_groups, dtype, conv, fusion_barriers=on_cpu),
@@ -70,6 +83,18 @@ def build_detector(config: ml_collections.ConfigDict) -> Detector:
       head=head_lib.DetectionHead(config.data.num_classes, m.head_channels, m.head_convs,
                                   m.gn_groups, m.metric_channels, len(fpn_lib.STRIDES), m.prior,
                                   m.prior_prob, m.head, dtype, conv))
+
+
+def forward_flops(config: ml_collections.ConfigDict) -> float:
+  """FLOPs of the network's forward pass on one image of ``config.data.image_size``, as direct
+  convolutions compute them: counted by XLA's cost model through its own convolutions,
+  whatever ``model.conv_impl`` picks on this backend (Winograd does fewer)."""
+  counted = config.copy_and_resolve_references()
+  counted.model.conv_impl = 'xla'
+  model = build_detector(counted)
+  images = jax.ShapeDtypeStruct((1, *config.data.image_size, 3), jnp.float32)
+  variables = jax.eval_shape(model.init, jax.random.key(0), images)
+  return jax.jit(model.apply).lower(variables, images).cost_analysis()['flops']
 
 
 def abstract_variables(model: Detector) -> dict[str, Any]:

@@ -22,6 +22,7 @@ import json
 import pathlib
 import tempfile
 import time
+from typing import Callable
 
 from absl import flags
 import jax
@@ -82,11 +83,44 @@ def images_per_second(config: ml_collections.ConfigDict, num_batches: int) -> fl
   return rate
 
 
+def host_loop_ms(next_batch: Callable[[], dict[str, np.ndarray]], put: Callable,
+                 run_step: Callable, num_steps: int) -> dict[str, float]:
+  """Main-thread CPU ms per step (``time.thread_time``: waiting does not count) of what the
+  training loop does each step: take a host batch (hand-off), put it on the devices (transfer),
+  dispatch a step on it (dispatch, asynchronous), and add the step's metrics to sums kept on
+  the device (metrics); after two untimed steps, which compile."""
+  parts = collections.defaultdict(float)
+  sums = None
+  for i in range(num_steps + 2):
+    start = time.thread_time()
+    batch = next_batch()
+    loaded = time.thread_time()
+    on_device = put(batch)
+    placed = time.thread_time()
+    metrics = run_step(on_device)
+    dispatched = time.thread_time()
+    sums = metrics if sums is None else jax.tree.map(jnp.add, sums, metrics)
+    added = time.thread_time()
+    if i >= 2:
+      parts['hand-off'] += loaded - start
+      parts['transfer'] += placed - loaded
+      parts['dispatch'] += dispatched - placed
+      parts['metrics'] += added - dispatched
+    del batch
+  jax.block_until_ready(sums)
+  return {k: 1000 * v / num_steps for k, v in parts.items()}
+
+
+def put_fields(sharding: jax.sharding.Sharding, fields) -> Callable:
+  """A host batch's ``fields`` onto the devices, each process its local slice."""
+  return lambda batch: {k: jax.make_array_from_process_local_data(sharding, batch[k])
+                        for k in fields}
+
+
 def host_work(config: ml_collections.ConfigDict, num_batches: int) -> dict[str, float]:
-  """Main-thread CPU ms per step: hand-off, transfer, dispatch of a step that reads the batch,
-  and metric accumulation, over all local devices."""
+  """``host_loop_ms`` of the config's training input, with a step that only reads the batch and
+  returns eight scalars (as many as the train step's metrics), over all local devices."""
   mesh = step_lib.make_mesh()
-  sharding = step_lib.batch_sharding(mesh)
 
   @jax.jit
   def read(batch):
@@ -94,28 +128,11 @@ def host_work(config: ml_collections.ConfigDict, num_batches: int) -> dict[str, 
     return {f'metric_{i}': total + i for i in range(8)}
 
   iterator = pipeline.make_train_iterator(config, process_index=0, process_count=1)
-  parts = collections.defaultdict(float)
-  sums = None
-  for i in range(num_batches + 2):
-    start = time.thread_time()
-    batch = next(iterator)
-    loaded = time.thread_time()
-    on_device = {k: jax.make_array_from_process_local_data(sharding, batch[k])
-                 for k in train.TRAIN_FIELDS}
-    put = time.thread_time()
-    metrics = read(on_device)
-    dispatched = time.thread_time()
-    sums = metrics if sums is None else jax.tree.map(jnp.add, sums, metrics)
-    added = time.thread_time()
-    if i >= 2:  # after compiling
-      parts['hand-off'] += loaded - start
-      parts['transfer'] += put - loaded
-      parts['dispatch'] += dispatched - put
-      parts['metrics'] += added - dispatched
-    del batch
-  jax.block_until_ready(sums)
+  parts = host_loop_ms(lambda: next(iterator),
+                       put_fields(step_lib.batch_sharding(mesh), train.TRAIN_FIELDS), read,
+                       num_batches)
   iterator.close()
-  return {k: 1000 * v / num_batches for k, v in parts.items()}
+  return parts
 
 
 def _configs(tmp: pathlib.Path, coco_config, shapes_config, num_batches: int):

@@ -3,6 +3,7 @@
   python -m dla_jax.tools.benchmark --config configs/dla_r50_fpn_1x_coco.py \
       --image_size 512,512 --batch 2
   python -m dla_jax.tools.benchmark --image_size 800,1344 --batch 16 --dtype bfloat16  # a GPU
+  python -m dla_jax.tools.benchmark --suite accelerator --out DIR  # all of it, in minutes
 
 Times, as the median of ``--repeats`` calls after ``--warmup`` calls (each call waited for),
 dla-jax's and FCOS's calls taking turns so that a machine whose speed drifts slows both alike.
@@ -15,6 +16,8 @@ round, with the range over the rounds beside it. What is timed:
   NMS IoU, detections per image);
 - the assigner alone on the same batch (its share of the train step is printed);
 - compile time of the train and inference steps;
+- the host's main-thread ms per train step (``--parts host``): transfer, dispatch and metric
+  accumulation around the compiled step;
 - memory: the device's peak bytes where it reports them (GPU), else XLA's account of the
   compiled train step (arguments, outputs and temporaries);
 - the input pipeline: COCO-like JPEGs read, resized, flipped and padded to the size.
@@ -25,10 +28,12 @@ the config's. ``--fcos_variant`` picks torchvision's FCOS as built without any w
 (``fcos_resnet50_fpn(weights=None, weights_backbone=None)``: trainable BatchNorm, every stage
 trained) or as built for ImageNet weights (frozen BatchNorm, stem and stage 1 frozen: the
 recipe dla-jax's COCO configs follow); ``both`` times each. With ``--dtype bfloat16`` dla-jax
-computes in bfloat16 and FCOS runs under autocast (bfloat16 on CPU, float16 with a grad
-scaler on CUDA).
+computes in bfloat16 and FCOS runs under autocast (bfloat16 on CPU, float16 with a grad scaler
+on CUDA). ``--suite accelerator`` runs the cases worth measuring on an accelerator within a time
+limit (``accelerator_suite``).
 """
 
+import json
 import os
 import pathlib
 import platform
@@ -55,19 +60,23 @@ from dla_jax import step as step_lib
 from dla_jax import train as train_lib
 from dla_jax.data import loading
 from dla_jax.models import detector
+from dla_jax.tools import accelerator_suite
 from dla_jax.tools import bench_input
 
 _CONFIG = cli.define_config_flag('config', 'dla_r50_fpn_1x_coco', 'Experiment config to time.')
 _IMAGE_SIZE = flags.DEFINE_list('image_size', ['512', '512'], 'Input height,width in pixels '
                                 '(multiples of 32); sets data.image_size and data.scale.')
 _BATCH = flags.DEFINE_integer('batch', 2, 'Images per step, over all local devices.')
+_PER_DEVICE_BATCH = flags.DEFINE_integer('per_device_batch', 0,
+                                         'Images per step and local device (instead of --batch).')
 _GTS = flags.DEFINE_integer('gts', 20, 'Ground-truth boxes per image.')
 _DTYPE = flags.DEFINE_enum('dtype', None, ['float32', 'bfloat16'],
-                           'Compute dtype (default: the config\'s model.dtype).')
+                           'Compute dtype (default: the config\'s model.dtype on this backend).')
 _REPEATS = flags.DEFINE_integer('repeats', 5, 'Timed calls per measurement.')
 _WARMUP = flags.DEFINE_integer('warmup', 2, 'Untimed calls before timing.')
+PARTS = ('train', 'infer', 'assign', 'host', 'input', 'fcos')
 _PARTS = flags.DEFINE_list('parts', ['train', 'infer', 'assign', 'input', 'fcos'],
-                           'What to time: train, infer, assign, input, fcos.')
+                           f'What to time: {", ".join(PARTS)}.')
 _KEEP_FREED_MEMORY = flags.DEFINE_bool(
     'keep_freed_memory', True, 'Keep the memory XLA:CPU frees for its next call '
     '(dla_jax/host_memory.py), for both contenders, as dla_jax.main does by default; '
@@ -75,6 +84,14 @@ _KEEP_FREED_MEMORY = flags.DEFINE_bool(
 _FCOS_VARIANT = flags.DEFINE_enum('fcos_variant', 'no_weights',
                                   ['no_weights', 'imagenet_recipe', 'both'],
                                   'Which torchvision FCOS build to time (see the module doc).')
+_JSON = flags.DEFINE_string('json', '', 'Also write the figures to this JSON file.')
+_SUITE = flags.DEFINE_enum('suite', None, ['accelerator'],
+                           'Run a suite of measurements instead of one: accelerator '
+                           '(dla_jax/tools/accelerator_suite.py); writes to --out.')
+_OUT = flags.DEFINE_string('out', '', 'Folder of the suite\'s JSON, markdown and logs.')
+_TIME_BUDGET = flags.DEFINE_integer('time_budget_s', 450,
+                                    'Wall seconds the suite may take; it drops what would not '
+                                    'fit, largest first, and says which.')
 
 TRAIN_STEPS_PER_EPOCH = 1000  # only sets where the lr schedule is; the step's cost is the same
 
@@ -88,8 +105,7 @@ def benchmark_config(config: ml_collections.ConfigDict, image_hw: tuple[int, int
   config.data.short_side_range = (min(image_hw), min(image_hw))
   config.data.max_boxes = gts
   config.train.global_batch = config.train.eval_batch = batch
-  if dtype:
-    config.model.dtype = dtype
+  config.model.dtype = dtype or detector.compute_dtype_name(config)
   return config
 
 
@@ -148,8 +164,9 @@ def _peak_device_bytes() -> int | None:
 def dla_calls(config: ml_collections.ConfigDict, batch: dict[str, np.ndarray],
               parts) -> tuple[dict[str, Callable[[], None]], dict[str, float]]:
   """dla-jax's 'train' step and 'infer' (as ``parts`` asks), each a call that waits for its
-  results, and their compile seconds and the train step's XLA memory bytes. Inference runs on
-  the train state's current weights, which the train step donates and replaces."""
+  results, and their compile seconds, the train step's XLA memory bytes and (with 'host' in
+  ``parts``) the host's ms per step around it. Inference runs on the train state's current
+  weights, which the train step donates and replaces."""
   mesh = step_lib.make_mesh(jax.local_devices())
   model = detector.build_detector(config)
   variables = detector.init_variables(model, config, jax.random.key(0))
@@ -166,6 +183,8 @@ def dla_calls(config: ml_collections.ConfigDict, batch: dict[str, np.ndarray],
     if memory is not None:
       info['train_xla_bytes'] = (memory.argument_size_in_bytes + memory.output_size_in_bytes +
                                  memory.temp_size_in_bytes)
+    if 'host' in parts:
+      state, info['host_ms'] = host_ms_per_step(step, state, batch, mesh)
 
     def train_call():
       nonlocal state
@@ -181,6 +200,24 @@ def dla_calls(config: ml_collections.ConfigDict, batch: dict[str, np.ndarray],
     calls['infer'] = lambda: jax.block_until_ready(
         infer(state.params, state.batch_stats, eval_batch))
   return calls, info
+
+
+def host_ms_per_step(step, state: step_lib.TrainState, batch: dict[str, np.ndarray],
+                     mesh: jax.sharding.Mesh,
+                     num_steps: int = 10) -> tuple[step_lib.TrainState, dict[str, float]]:
+  """The training loop's main-thread ms per step around the compiled train ``step``
+  (``bench_input.host_loop_ms``), from a host batch already loaded: transfer, dispatch and
+  metric accumulation. Returns the state after those steps (``state`` is donated to them)."""
+
+  def run_step(on_device):
+    nonlocal state
+    state, metrics = step(state, on_device)
+    return metrics
+
+  ms = bench_input.host_loop_ms(
+      lambda: batch, bench_input.put_fields(step_lib.batch_sharding(mesh),
+                                            train_lib.TRAIN_FIELDS), run_step, num_steps)
+  return state, ms
 
 
 def time_assigner(config: ml_collections.ConfigDict, batch: dict[str, np.ndarray], repeats,
@@ -297,6 +334,8 @@ def time_side_by_side(config: ml_collections.ConfigDict, batch: dict[str, np.nda
       if name != 'dla':  # the round's dla-jax call over the same round's FCOS call
         fcos[name][f'{part}_ratios'] = [d / f for d, f in zip(times['dla'], seconds)]
   peak = _peak_device_bytes()
+  if peak is not None:
+    dla['peak_bytes'] = peak
   if 'train' in contenders and peak is not None:
     dla['train_peak_bytes'] = peak
     for variant in fcos_variants:  # one more step from a reset peak, build by build
@@ -369,6 +408,10 @@ def table(config: ml_collections.ConfigDict, dla: dict[str, float],
   for key, what in (('train_compile_s', 'train step'), ('infer_compile_s', 'inference')):
     if key in dla:
       extra.append(f'compile of the {what}: {dla[key]:.1f} s')
+  if 'host_ms' in dla:
+    extra.append('host ms per train step (main thread): ' + ', '.join(
+        f'{k} {v:.2f}' for k, v in dla['host_ms'].items()) +
+        f', total {sum(dla["host_ms"].values()):.2f}')
   if input_rate is not None:
     workers = loading.resolve_workers(config.data.num_workers)
     extra.append(f'input pipeline (COCO-like JPEGs, {workers} workers, '
@@ -378,16 +421,20 @@ def table(config: ml_collections.ConfigDict, dla: dict[str, float],
 
 def main(argv):
   del argv
+  if _SUITE.value:
+    accelerator_suite.main(_OUT.value, _TIME_BUDGET.value, _CONFIG.value)
+    return
   if _KEEP_FREED_MEMORY.value:
     host_memory.keep_freed_memory()  # before JAX starts its backend
   hw = tuple(int(s) for s in _IMAGE_SIZE.value)
-  config = benchmark_config(_CONFIG.value, hw, _BATCH.value, _GTS.value, _DTYPE.value)
+  batch_size = _PER_DEVICE_BATCH.value * jax.local_device_count() or _BATCH.value
+  config = benchmark_config(_CONFIG.value, hw, batch_size, _GTS.value, _DTYPE.value)
   train_lib.check_config(config, jax.local_device_count())
   parts = set(_PARTS.value)
-  unknown = parts - {'train', 'infer', 'assign', 'input', 'fcos'}
+  unknown = parts - set(PARTS)
   if unknown:
     raise app.UsageError(f'--parts: unknown {sorted(unknown)}')
-  batch = synthetic_batch(_BATCH.value, hw, _GTS.value, config.data.num_classes)
+  batch = synthetic_batch(batch_size, hw, _GTS.value, config.data.num_classes)
   variants = []
   if 'fcos' in parts:
     variants = (['no_weights', 'imagenet_recipe'] if _FCOS_VARIANT.value == 'both'
@@ -396,12 +443,18 @@ def main(argv):
   if 'assign' in parts:
     dla['assign_s'] = time_assigner(config, batch, _REPEATS.value, _WARMUP.value)
   input_rate = input_images_per_second(config, 4) if 'input' in parts else None
-  print(f'{config.model.backbone} FPN, {hw[0]}x{hw[1]}, batch {_BATCH.value}, '
+  print(f'{config.model.backbone} FPN, {hw[0]}x{hw[1]}, batch {batch_size}, '
         f'{_GTS.value} GTs per image, {config.model.dtype}, {config.assigner.name}; median of '
         f'{_REPEATS.value} after {_WARMUP.value} warm-up calls, dla-jax and FCOS taking turns'
         f'{"" if _KEEP_FREED_MEMORY.value else "; freed memory not kept (--nokeep_freed_memory)"}.')
   print(f'Machine: {machine()}\n')
   print(table(config, dla, fcos, input_rate))
+  if _JSON.value:
+    with open(_JSON.value, 'w') as f:
+      json.dump({'machine': machine(), 'device_kind': jax.local_devices()[0].device_kind,
+                 'devices': jax.local_device_count(), 'backbone': config.model.backbone,
+                 'image_size': list(hw), 'batch': batch_size, 'dtype': config.model.dtype,
+                 'dla': dla, 'fcos': fcos, 'input_images_per_s': input_rate}, f, indent=1)
 
 
 if __name__ == '__main__':

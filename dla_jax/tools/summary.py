@@ -26,7 +26,7 @@ def summarize(config: ml_collections.ConfigDict) -> list[tuple[str, str]]:
                              jax.ShapeDtypeStruct((1, 64, 64, 3), jnp.float32))
   rows = [('architecture', f'{config.model.backbone}-FPN, {config.model.head} head, '
                            f'{config.model.prior} priors, {config.data.num_classes} classes, '
-                           f'{config.model.dtype}')]
+                           f'{detector.compute_dtype_name(config)}')]
   count = lambda tree: sum(x.size for x in jax.tree.leaves(tree))
   for part, tree in variables['params'].items():
     rows.append((f'params: {part}', f'{count(tree):,}'))
@@ -37,13 +37,8 @@ def summarize(config: ml_collections.ConfigDict) -> list[tuple[str, str]]:
   for level, ((h, w), n) in enumerate(
       zip(priors_lib.feature_sizes(hw, fpn_lib.STRIDES), priors.level_sizes), start=3):
     rows.append((f'P{level} (stride {2**level})', f'{h} x {w} = {n:,} priors'))
-  # The network's FLOPs, as direct convolutions compute them: counted through XLA's own
-  # convolutions, whatever model.conv_impl picks on this backend (Winograd does fewer).
-  counted = config.copy_and_resolve_references()
-  counted.model.conv_impl = 'xla'
-  cost = jax.jit(detector.build_detector(counted).apply).lower(
-      variables, jax.ShapeDtypeStruct((1, *hw, 3), jnp.float32)).cost_analysis()
-  rows.append((f'forward GFLOPs at {hw[0]} x {hw[1]}', f'{cost["flops"] / 1e9:.1f}'))
+  rows.append((f'forward GFLOPs at {hw[0]} x {hw[1]}',
+               f'{detector.forward_flops(config) / 1e9:.1f}'))
   return rows
 
 
