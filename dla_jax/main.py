@@ -1,4 +1,4 @@
-"""Command line: train, evaluate, train and evaluate, predict, or export the weights.
+"""Command line: train, evaluate, train and evaluate, predict, or export.
 
   python -m dla_jax.main --config configs/shapes_tiny.py --workdir /tmp/dla_shapes
   python -m dla_jax.main --config shapes_tiny --workdir /tmp/dla_shapes  # from any folder
@@ -8,6 +8,8 @@
       --workdir /tmp/dla_shapes --out /tmp/dla_shapes_export
   python -m dla_jax.main --mode predict --weights /tmp/dla_shapes_export \
       --images 'photos/*.png' --out /tmp/drawn
+  python -m dla_jax.main --mode export --format stablehlo --config configs/shapes_tiny.py \
+      --workdir /tmp/dla_shapes --out /tmp/dla_shapes_deploy  # then dla_jax.serving
 """
 
 import glob
@@ -18,10 +20,12 @@ import jax
 from ml_collections import config_flags
 
 from dla_jax import cli
+from dla_jax import deploy
 from dla_jax import export
 from dla_jax import host_memory
 from dla_jax import predict
 from dla_jax import runtime
+from dla_jax import serving
 from dla_jax import train
 
 MODES = ('train', 'evaluate', 'train_and_evaluate', 'predict', 'export')
@@ -36,7 +40,12 @@ _MODE = flags.DEFINE_enum('mode', 'train_and_evaluate', MODES, 'What to run.')
 _STEP = flags.DEFINE_integer('step', None, 'evaluate/predict/export: checkpoint step (default '
                              'latest).')
 _WEIGHTS = flags.DEFINE_string('weights', None, 'evaluate/predict: an export folder (from '
-                               '--mode export) instead of the checkpoints in --workdir.')
+                               '--mode export) instead of the checkpoints in --workdir; '
+                               'predict also takes a stablehlo export.')
+_FORMAT = flags.DEFINE_enum('format', 'params', ['params', 'stablehlo'],
+                            'export: params (the weights and config, for this package) or '
+                            'stablehlo (serialized programs for dla_jax.serving, which needs '
+                            'only jax, numpy and Pillow; dla_jax/deploy.py).')
 _IMAGES = flags.DEFINE_string('images', None, 'predict: glob of image files.')
 _OUT = flags.DEFINE_string('out', None, 'predict: folder for the drawn PNGs; export: the new '
                            'export folder.')
@@ -59,6 +68,13 @@ def _require(**values):
       raise app.UsageError(f'--mode {_MODE.value} needs --{name}')
 
 
+def _image_paths() -> list[str]:
+  paths = sorted(glob.glob(_IMAGES.value))
+  if not paths:
+    raise app.UsageError(f'--images {_IMAGES.value!r} matches no file')
+  return paths
+
+
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'unexpected arguments: {argv[1:]}')
@@ -71,6 +87,14 @@ def main(argv):
     host_memory.keep_freed_memory()  # before JAX starts its backend
   if _DISTRIBUTED.value:
     jax.distributed.initialize(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value)
+  if _WEIGHTS.value and serving.is_export(_WEIGHTS.value):
+    if mode != 'predict':
+      raise app.UsageError(f'--weights {_WEIGHTS.value} is a stablehlo export, which runs '
+                           '--mode predict only; evaluate takes a params export')
+    _require(images=_IMAGES.value, out=_OUT.value)
+    for path in predict.predict_served(serving.load(_WEIGHTS.value), _image_paths(), _OUT.value):
+      print(path)
+    return
   exported = export.load(_WEIGHTS.value) if _WEIGHTS.value else None
   config_file = (cli.config_path(config_flags.get_config_filename(flags.FLAGS['config']))
                  if config is not None else None)
@@ -93,15 +117,21 @@ def main(argv):
       train.evaluate(config, workdir, exported.params, exported.batch_stats, exported.step)
     else:
       train.evaluate(config, workdir, step=_STEP.value)
+  elif mode == 'export' and _FORMAT.value == 'stablehlo':
+    _require(out=_OUT.value)
+    params, batch_stats, step = train.restore_weights(config, workdir, _STEP.value)
+    manifest = deploy.export_stablehlo(config, params, batch_stats,
+                                       train.read_classes(workdir, config.data.num_classes),
+                                       _OUT.value, step)
+    print(f'exported step {step} of {workdir} to {_OUT.value} as StableHLO for '
+          f'{", ".join(manifest["platforms"])} in {manifest["export_seconds"]:.1f} s')
   elif mode == 'export':
     _require(out=_OUT.value)
     step = export.export(config, workdir, _OUT.value, _STEP.value)
     print(f'exported step {step} of {workdir} to {_OUT.value}')
   else:
     _require(images=_IMAGES.value, out=_OUT.value)
-    paths = sorted(glob.glob(_IMAGES.value))
-    if not paths:
-      raise app.UsageError(f'--images {_IMAGES.value!r} matches no file')
+    paths = _image_paths()
     if exported:
       params, batch_stats, names = exported.params, exported.batch_stats, exported.class_names
     else:

@@ -30,6 +30,34 @@ def draw(image: Image.Image, boxes: np.ndarray, labels: np.ndarray, scores: np.n
   return image
 
 
+def detect_files(config: ml_collections.ConfigDict, params: Any, batch_stats: Any,
+                 paths: Sequence[str]) -> list[tuple[Image.Image, np.ndarray, np.ndarray,
+                                                     np.ndarray]]:
+  """(image, boxes [n, 4] in its pixels, labels [n], scores [n]) of each image file, best
+  first, from the model of ``config`` and the given weights."""
+  model = detector.build_detector(config)
+  mesh = step_lib.make_mesh(jax.devices()[:1])
+  eval_step = step_lib.jit_eval_step(mesh, model=model, config=config)
+  found = []
+  for path in paths:
+    image = records_lib.read_image(path)
+    padded, _, size = transforms.eval_input(image, np.zeros((0, 4), np.float32),
+                                            config.data.scale, config.data.image_size)
+    det = jax.device_get(eval_step(params, batch_stats, {
+        'images': padded[None], 'image_hw': np.array([size], np.int32)}))
+    keep = det.valid[0]
+    factors = np.array([image.width / size[1], image.height / size[0]] * 2, np.float32)
+    found.append((image, det.boxes[0][keep] * factors, det.labels[0][keep],
+                  det.scores[0][keep]))
+  return found
+
+
+def _write(out_dir: str, path: str, drawn: Image.Image) -> str:
+  out = os.path.join(out_dir, os.path.splitext(os.path.basename(path))[0] + '.png')
+  drawn.save(out)
+  return out
+
+
 def predict(config: ml_collections.ConfigDict, params: Any, batch_stats: Any,
             names: Sequence[str], paths: Sequence[str], out_dir: str,
             score_threshold: float = 0.3) -> list[str]:
@@ -37,22 +65,24 @@ def predict(config: ml_collections.ConfigDict, params: Any, batch_stats: Any,
   weights (from ``train.restore_weights`` or ``export.load``); writes ``out_dir/<name>.png``
   for each, labelled with ``names[label]``, and returns those paths. Detections scoring under
   ``score_threshold`` are not drawn."""
-  model = detector.build_detector(config)
-  mesh = step_lib.make_mesh(jax.devices()[:1])
-  eval_step = step_lib.jit_eval_step(mesh, model=model, config=config)
   os.makedirs(out_dir, exist_ok=True)
   written = []
-  for path in paths:
+  for path, (image, boxes, labels, scores) in zip(
+      paths, detect_files(config, params, batch_stats, paths)):
+    keep = scores >= score_threshold
+    written.append(_write(out_dir, path, draw(image, boxes[keep], labels[keep], scores[keep],
+                                              names)))
+  return written
+
+
+def predict_served(served, paths: Sequence[str], out_dir: str,
+                   score_threshold: float = 0.3) -> list[str]:
+  """``predict`` with a stablehlo export loaded by ``serving.load``."""
+  os.makedirs(out_dir, exist_ok=True)
+  written = []
+  for path, found in zip(paths, served.detect(paths)):
+    keep = found.scores >= score_threshold
     image = records_lib.read_image(path)
-    padded, _, size = transforms.eval_input(image, np.zeros((0, 4), np.float32),
-                                            config.data.scale, config.data.image_size)
-    det = jax.device_get(eval_step(params, batch_stats, {
-        'images': padded[None], 'image_hw': np.array([size], np.int32)}))
-    keep = det.valid[0] & (det.scores[0] >= score_threshold)
-    factors = np.array([image.width / size[1], image.height / size[0]] * 2)
-    drawn = draw(image, det.boxes[0][keep] * factors, det.labels[0][keep], det.scores[0][keep],
-                 names)
-    out = os.path.join(out_dir, os.path.splitext(os.path.basename(path))[0] + '.png')
-    drawn.save(out)
-    written.append(out)
+    written.append(_write(out_dir, path, draw(image, found.boxes[keep], found.classes[keep],
+                                              found.scores[keep], served.class_names)))
   return written

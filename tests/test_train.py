@@ -80,6 +80,14 @@ def test_main_trains_evaluates_and_predicts(few_images, tmp_path, method):
        os.path.join(images, '00000[01].png'), '--out', str(tmp_path / 'drawn_from_export'))
   for name in os.listdir(drawn):
     assert (drawn / name).read_bytes() == (tmp_path / 'drawn_from_export' / name).read_bytes()
+  if method == 'dla':  # the serialized programs, predicting without the model code
+    deployed = str(tmp_path / 'deploy')
+    out = _run('--mode', 'export', '--format', 'stablehlo', '--config', 'configs/shapes_tiny.py',
+               '--workdir', workdir, '--out', deployed, *overrides)
+    assert f'exported step 3 of {workdir} to {deployed} as StableHLO for cpu, cuda, tpu' in out
+    _run('--mode', 'predict', '--weights', deployed, '--images',
+         os.path.join(images, '00000[01].png'), '--out', str(tmp_path / 'drawn_from_deploy'))
+    assert sorted(os.listdir(tmp_path / 'drawn_from_deploy')) == ['000000.png', '000001.png']
 
 
 @pytest.mark.parametrize('field, value, message', [

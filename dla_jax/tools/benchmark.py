@@ -20,7 +20,9 @@ round, with the range over the rounds beside it. What is timed:
   accumulation around the compiled step;
 - memory: the device's peak bytes where it reports them (GPU), else XLA's account of the
   compiled train step (arguments, outputs and temporaries);
-- the input pipeline: COCO-like JPEGs read, resized, flipped and padded to the size.
+- the input pipeline: COCO-like JPEGs read, resized, flipped and padded to the size;
+- the stablehlo export (``--parts deploy``): its time and size, and inference through the
+  deserialized program against the package's own eval step.
 
 The same uint8 images and boxes go to both. FCOS's resize is pinned to the image size (its
 transform still normalises and pads), its classes set to the config's, its score threshold to
@@ -54,8 +56,10 @@ import numpy as np
 
 from dla_jax import assign as assign_lib
 from dla_jax import cli
+from dla_jax import deploy
 from dla_jax import host_memory
 from dla_jax import optim
+from dla_jax import serving
 from dla_jax import step as step_lib
 from dla_jax import train as train_lib
 from dla_jax.data import loading
@@ -74,7 +78,7 @@ _DTYPE = flags.DEFINE_enum('dtype', None, ['float32', 'bfloat16'],
                            'Compute dtype (default: the config\'s model.dtype on this backend).')
 _REPEATS = flags.DEFINE_integer('repeats', 5, 'Timed calls per measurement.')
 _WARMUP = flags.DEFINE_integer('warmup', 2, 'Untimed calls before timing.')
-PARTS = ('train', 'infer', 'assign', 'host', 'input', 'fcos')
+PARTS = ('train', 'infer', 'assign', 'host', 'input', 'fcos', 'deploy')
 _PARTS = flags.DEFINE_list('parts', ['train', 'infer', 'assign', 'input', 'fcos'],
                            f'What to time: {", ".join(PARTS)}.')
 _KEEP_FREED_MEMORY = flags.DEFINE_bool(
@@ -218,6 +222,38 @@ def host_ms_per_step(step, state: step_lib.TrainState, batch: dict[str, np.ndarr
       lambda: batch, bench_input.put_fields(step_lib.batch_sharding(mesh),
                                             train_lib.TRAIN_FIELDS), run_step, num_steps)
   return state, ms
+
+
+def time_deploy(config: ml_collections.ConfigDict, batch: dict[str, np.ndarray], repeats: int,
+                warmup: int) -> dict[str, float]:
+  """The stablehlo export (``dla_jax/deploy.py``) of a random initialisation: its seconds and
+  bytes, and seconds per call of its deserialized program against the package's own jitted
+  eval step on the same padded batch, taking turns. Both use XLA's own convolutions, so this
+  compares the program, not the CPU's convolution choices."""
+  config = deploy.export_config(config)
+  model = detector.build_detector(config)
+  variables = detector.init_variables(model, config, jax.random.key(0))
+  batch_stats = variables.get('batch_stats', {})
+  inputs = {k: batch[k] for k in train_lib.EVAL_FIELDS}
+  with tempfile.TemporaryDirectory() as tmp:
+    folder = pathlib.Path(tmp) / 'export'
+    start = time.perf_counter()
+    deploy.export_stablehlo(config, variables['params'], batch_stats,
+                            [str(i) for i in range(config.data.num_classes)], str(folder), 0)
+    figures = {'deploy_export_s': time.perf_counter() - start,
+               'deploy_bytes': sum(f.stat().st_size for f in folder.iterdir())}
+    served = serving.load(str(folder))
+    program = served.program(tuple(batch['images'].shape[1:3]))
+    mesh = step_lib.make_mesh(jax.local_devices()[:1])
+    eval_step = step_lib.jit_eval_step(mesh, model=model, config=config)
+    times = interleaved_times({
+        'served': lambda: jax.block_until_ready(program.call(served.weights, inputs['images'],
+                                                            inputs['image_hw'])),
+        'package': lambda: jax.block_until_ready(
+            eval_step(variables['params'], batch_stats, inputs)),
+    }, repeats, warmup)
+  figures.update({f'deploy_{k}_s': statistics.median(v) for k, v in times.items()})
+  return figures
 
 
 def time_assigner(config: ml_collections.ConfigDict, batch: dict[str, np.ndarray], repeats,
@@ -412,6 +448,13 @@ def table(config: ml_collections.ConfigDict, dla: dict[str, float],
     extra.append('host ms per train step (main thread): ' + ', '.join(
         f'{k} {v:.2f}' for k, v in dla['host_ms'].items()) +
         f', total {sum(dla["host_ms"].values()):.2f}')
+  if 'deploy_export_s' in dla:
+    extra.append(f'stablehlo export: {dla["deploy_export_s"]:.1f} s, '
+                 f'{dla["deploy_bytes"] / 1e6:.1f} MB; inference through the served program '
+                 f'{_ms(dla["deploy_served_s"])} ms against {_ms(dla["deploy_package_s"])} ms '
+                 f'in the package (both XLA convolutions; '
+                 f'{batch / dla["deploy_served_s"]:.1f} and '
+                 f'{batch / dla["deploy_package_s"]:.1f} images/s)')
   if input_rate is not None:
     workers = loading.resolve_workers(config.data.num_workers)
     extra.append(f'input pipeline (COCO-like JPEGs, {workers} workers, '
@@ -442,6 +485,8 @@ def main(argv):
   dla, fcos = time_side_by_side(config, batch, parts, variants, _REPEATS.value, _WARMUP.value)
   if 'assign' in parts:
     dla['assign_s'] = time_assigner(config, batch, _REPEATS.value, _WARMUP.value)
+  if 'deploy' in parts:
+    dla.update(time_deploy(config, batch, _REPEATS.value, _WARMUP.value))
   input_rate = input_images_per_second(config, 4) if 'input' in parts else None
   print(f'{config.model.backbone} FPN, {hw[0]}x{hw[1]}, batch {batch_size}, '
         f'{_GTS.value} GTs per image, {config.model.dtype}, {config.assigner.name}; median of '
