@@ -138,6 +138,11 @@ def get_config() -> ml_collections.ConfigDict:
   # 'quality' (the quality branch alone ranks boxes).
   inference.ranking = 'cls_x_quality'
 
+  config.evaluation = evaluation = ml_collections.ConfigDict()
+  # The 12 COCO numbers from 'pycocotools' (the reference) or 'faster_coco_eval' (the fast-eval
+  # extra: the same numbers, faster; docs/performance.md).
+  evaluation.backend = 'pycocotools'
+
   config.optim = optim = ml_collections.ConfigDict()
   # SGD, lr 0.01 per 16 images scaled linearly with the global batch; linear warm-up over 500
   # iterations from 0.001 of it; x0.1 at epochs 8 and 11 of 12 (schedule_1x.py).

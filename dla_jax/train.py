@@ -62,6 +62,9 @@ def check_config(config: ml_collections.ConfigDict, num_devices: int) -> None:
     if config.train[field] < 1 or config.train[field] % num_devices:
       raise errors.ConfigError(f'train.{field}: {config.train[field]} is not a positive '
                                f'multiple of the {num_devices} devices')
+  if config.evaluation.backend not in evaluation.BACKENDS:
+    raise errors.ConfigError(f'evaluation.backend: {config.evaluation.backend!r} is not one of '
+                             f'{evaluation.BACKENDS}')
   if any(s % 32 for s in config.data.image_size):
     raise errors.ConfigError(f'data.image_size: {tuple(config.data.image_size)} must be '
                              'multiples of 32')
@@ -257,7 +260,7 @@ def evaluate(config: ml_collections.ConfigDict, workdir: str, params: Any = None
   eval_step, gather = eval_steps.detect, eval_steps.gather
   sharding = step_lib.batch_sharding(mesh)
   params, batch_stats = jax.device_put((params, batch_stats), step_lib.replicated(mesh))
-  results = []
+  results = []  # [n, 7] arrays, one per batch
   start = time.time()
   for batch in eval_iter:
     # Image ids fit int32 (checked when the dataset is read); JAX computes in 32 bits.
@@ -266,13 +269,14 @@ def evaluate(config: ml_collections.ConfigDict, workdir: str, params: Any = None
     detections, meta = jax.device_get((
         eval_step(params, batch_stats, {k: on_device[k] for k in EVAL_FIELDS}),
         gather({k: on_device[k] for k in EVAL_META_FIELDS})))
-    results += evaluation.to_coco_results(*detections, **meta,
-                                          category_ids=dataset.category_ids)
+    results.append(evaluation.to_coco_results(*detections, **meta,
+                                              category_ids=dataset.category_ids))
   seconds = time.time() - start
   metrics = {}
   if jax.process_index() == 0:
     path = workdir_lib.path(workdir) / f'detections_{split}_step{step}.json'
-    metrics = evaluation.coco_metrics(dataset.coco, results, path)
+    metrics = evaluation.coco_metrics(dataset.coco, np.concatenate(results), path,
+                                      config.evaluation.backend)
     print(f'{split} at step {step}: {evaluation.format_metrics(metrics)} '
           f'({len(dataset.records)} images, {seconds:.1f} s)', flush=True)
     writer = metric_writer.MetricWriter(workdir)

@@ -6,6 +6,7 @@ import numpy as np
 from pycocotools import coco as coco_lib
 
 from dla_jax import evaluation
+from dla_jax.tools import bench_eval
 
 
 def _ground_truth():
@@ -37,13 +38,15 @@ def _batch(boxes_resized):
 def test_perfect_detections_in_resized_pixels_score_ap_1(tmp_path):
   batch = _batch([[5, 10, 55, 40], [100, 25, 140, 85]])
   results = evaluation.to_coco_results(**batch, category_ids=[3, 8])
-  assert len(results) == 2  # the padding example's detection is dropped
-  assert results[1]['category_id'] == 8
-  np.testing.assert_allclose(results[0]['bbox'], [10, 20, 100, 60])
+  assert results.shape == (2, 7)  # the padding example's detection is dropped
+  np.testing.assert_allclose(results, [[7, 10, 20, 100, 60, 0.9, 3],
+                                       [9, 200, 50, 80, 120, 0.8, 8]], rtol=1e-6)
   metrics = evaluation.coco_metrics(_ground_truth(), results, str(tmp_path / 'r.json'))
   assert len(metrics) == 12
   assert metrics['AP'] > 0.99 and metrics['AR100'] > 0.99
-  assert json.loads((tmp_path / 'r.json').read_text()) == results
+  written = json.loads((tmp_path / 'r.json').read_text())
+  assert [(r['image_id'], r['category_id']) for r in written] == [(7, 3), (9, 8)]
+  np.testing.assert_array_equal([r['bbox'] + [r['score']] for r in written], results[:, 1:6])
 
 
 def test_shifted_detections_lose_strict_iou_thresholds():
@@ -57,4 +60,14 @@ def test_shifted_detections_lose_strict_iou_thresholds():
 
 
 def test_no_detections_gives_zero_metrics():
-  assert set(evaluation.coco_metrics(_ground_truth(), []).values()) == {0.0}
+  assert set(evaluation.coco_metrics(_ground_truth(), np.zeros((0, 7))).values()) == {0.0}
+
+
+def test_faster_coco_eval_gives_the_pycocotools_numbers():
+  truth, results = bench_eval.synthetic_coco(60, num_categories=5)
+  reference = evaluation.coco_metrics(truth, results)
+  faster = evaluation.coco_metrics(truth, results, backend='faster_coco_eval')
+  assert 0.05 < reference['AP'] < 0.95  # a case with something to get right
+  assert faster.keys() == reference.keys()
+  for name in reference:
+    assert abs(faster[name] - reference[name]) <= 1e-6, (name, faster[name], reference[name])

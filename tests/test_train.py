@@ -94,6 +94,7 @@ def test_main_trains_evaluates_and_predicts(few_images, tmp_path, method):
     ('train.global_batch', 6, r'train.global_batch: 6 is not a positive multiple of the 8'),
     ('assigner.name', 'simota', r"assigner.name: 'simota' is not one of"),
     ('data.image_size', (100, 128), r'data.image_size: \(100, 128\) must be multiples of 32'),
+    ('evaluation.backend', 'detectron', r"evaluation.backend: 'detectron' is not one of"),
 ])
 def test_bad_config_values_are_named(field, value, message):
   config = shapes_tiny.get_config()
