@@ -46,9 +46,8 @@ def detect_files(config: ml_collections.ConfigDict, params: Any, batch_stats: An
     det = jax.device_get(eval_step(params, batch_stats, {
         'images': padded[None], 'image_hw': np.array([size], np.int32)}))
     keep = det.valid[0]
-    factors = np.array([image.width / size[1], image.height / size[0]] * 2, np.float32)
-    found.append((image, det.boxes[0][keep] * factors, det.labels[0][keep],
-                  det.scores[0][keep]))
+    found.append((image, transforms.to_original_pixels(det.boxes[0][keep], image.size, size),
+                  det.labels[0][keep], det.scores[0][keep]))
   return found
 
 
@@ -79,10 +78,10 @@ def predict_served(served, paths: Sequence[str], out_dir: str,
                    score_threshold: float = 0.3) -> list[str]:
   """``predict`` with a stablehlo export loaded by ``serving.load``."""
   os.makedirs(out_dir, exist_ok=True)
+  images = [records_lib.read_image(path) for path in paths]
   written = []
-  for path, found in zip(paths, served.detect(paths)):
+  for path, image, found in zip(paths, images, served.detect(images)):
     keep = found.scores >= score_threshold
-    image = records_lib.read_image(path)
     written.append(_write(out_dir, path, draw(image, found.boxes[keep], found.classes[keep],
                                               found.scores[keep], served.class_names)))
   return written

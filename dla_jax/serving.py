@@ -25,6 +25,7 @@ import numpy as np
 from PIL import Image
 
 from dla_jax import errors
+from dla_jax.data import records
 from dla_jax.data import transforms
 
 FORMAT = 'dla-jax-stablehlo'
@@ -117,12 +118,12 @@ class Served:
             self.weights, np.stack([prepared[i][0] for i in chunk]),
             np.array([prepared[i][2] for i in chunk], np.int32)))
         for row, i in enumerate(chunk):
-          (h, w), image = prepared[i][2], inputs[i]
           n = int(out['counts'][row])
-          factors = np.array([image.width / w, image.height / h] * 2, np.float32)
           classes = out['classes'][row, :n]
-          found[i] = Found(out['boxes'][row, :n] * factors, out['scores'][row, :n], classes,
-                           [self.class_names[c] for c in classes])
+          found[i] = Found(
+              transforms.to_original_pixels(out['boxes'][row, :n], inputs[i].size,
+                                            prepared[i][2]),
+              out['scores'][row, :n], classes, [self.class_names[c] for c in classes])
     return found
 
 
@@ -131,11 +132,7 @@ def _as_image(image: Any, index: int) -> Image.Image:
   if isinstance(image, Image.Image):
     return image.convert('RGB')
   if isinstance(image, (str, pathlib.Path)):
-    try:
-      with Image.open(image) as opened:
-        return opened.convert('RGB')
-    except (OSError, ValueError) as e:
-      raise errors.DataError(f'{image}: not a readable image ({e})') from e
+    return records.read_image(str(image))
   array = np.asarray(image)
   if array.ndim != 3 or array.shape[-1] != 3:
     raise errors.DataError(f'image {index}: expected an RGB array [height, width, 3], got '

@@ -96,6 +96,14 @@ def eval_input(image: Image.Image, boxes: np.ndarray, scale: Sequence[int],
   return padded, boxes, size
 
 
+def to_original_pixels(boxes: np.ndarray, original_wh: tuple[int, int],
+                       resized_hw: tuple[int, int]) -> np.ndarray:
+  """Boxes [..., 4] (x1, y1, x2, y2) in resized pixels -> in the pixels of the original image
+  of (width, height) ``original_wh``, resized to (height, width) ``resized_hw``."""
+  (w, h), (new_h, new_w) = original_wh, resized_hw
+  return boxes * np.array([w / new_w, h / new_h] * 2, np.float32)
+
+
 def pad_boxes(boxes: np.ndarray, labels: np.ndarray,
               max_boxes: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
   """Pads to ``max_boxes`` slots; with more boxes than that, keeps the largest by area.
