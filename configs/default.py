@@ -54,10 +54,10 @@ def get_config() -> ml_collections.ConfigDict:
   # stay float32 either way. On the shapes data bfloat16 matched float32's AP over 3 seeds
   # (docs/reproduction.md, "Float32 and bfloat16").
   model.dtype = 'auto'
-  # How convolutions are computed: 'auto' (on CPU, Winograd F(4x4, 3x3) for float32 3x3 stride-1
-  # convs and matmul kernel gradients for other wide ones, where each pays; XLA's own on GPU/TPU),
-  # 'winograd', 'matmul' or 'xla'. The same values either way, within float32 rounding. See
-  # models/conv.py.
+  # XLA:CPU's speed work (dla_jax/cpu): 'auto' (on the CPU, Winograd F(4x4, 3x3) for float32 3x3
+  # stride-1 convs and matmul kernel gradients for other wide ones, where each pays, and fusion
+  # barriers), 'winograd', 'matmul', or 'xla' (none of it: the graph GPU and TPU run). GPU and TPU
+  # run that graph whatever this says. The same values either way, within float32 rounding.
   model.conv_impl = 'auto'
 
   config.data = data = ml_collections.ConfigDict()

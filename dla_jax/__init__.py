@@ -1,0 +1,1 @@
+"""dla-jax: one-stage object detection with Dynamic Label Assignment, in JAX and Flax."""

@@ -35,11 +35,9 @@ import ml_collections
 from jax.sharding import PartitionSpec as P
 
 from dla_jax import boxes as box_ops
-from dla_jax import errors
 
 # ATSS keeps a candidate only if its centre is more than this many pixels inside every side.
 INSIDE_MARGIN = 0.01
-ASSIGNERS = ('dla', 'atss')
 
 
 class CandidateBags(NamedTuple):
@@ -135,8 +133,6 @@ def candidate_bags(anchors: jnp.ndarray,
   Returns:
     The ``CandidateBags`` of the image.
   """
-  if name not in ASSIGNERS:
-    raise errors.ConfigError(f'assigner.name must be one of {ASSIGNERS}, got {name!r}')
   anchors, centers = jnp.asarray(anchors), jnp.asarray(centers)
   indices = _nearest_per_level(centers, gt_boxes, level_sizes, topk)
   gt = gt_boxes[:, None, :]
@@ -263,9 +259,7 @@ def alpha_schedule(step: jnp.ndarray, steps_per_epoch: int, config: ml_collectio
   step = jnp.asarray(step)
   if config.alpha_schedule == 'epoch':
     t = (step // steps_per_epoch).astype(jnp.float32)
-  elif config.alpha_schedule == 'continuous':
+  else:  # 'continuous'
     t = step.astype(jnp.float32) / steps_per_epoch
-  else:
-    raise errors.ConfigError(f'unknown assigner.alpha_schedule {config.alpha_schedule!r}')
   alpha0 = config.alpha0
   return (1.0 - alpha0) * jnp.exp(-t / math.sqrt(total_epochs)) + alpha0

@@ -10,17 +10,23 @@ each process reads a step on its own (into host memory, so that one that fails c
 others waiting in orbax's restore barrier), and all of them take the first step that every one
 of them could read. A checkpoint damaged on one host sends every process to the step before it,
 never that host alone.
+
+Inference reads weights alone (``restore_weights``, into ``weights_template``) and the label
+names a run wrote beside its checkpoints (``write_classes``, ``read_classes``).
 """
 
+import json
 from typing import Any
 
-from absl import logging
 import jax
 from jax.experimental import multihost_utils
 import numpy as np
+import ml_collections
 import orbax.checkpoint as ocp
 
+from dla_jax import errors
 from dla_jax import workdir as workdir_lib
+from dla_jax.models import detector
 
 
 class Checkpoints:
@@ -72,7 +78,6 @@ class Checkpoints:
                 f'{jax.process_index()}: {error}', flush=True)
         failed = _processes_that_failed(error is None)
         if not failed:
-          logging.info('restored step %d from %s', s, self.directory)
           state = jax.tree.map(lambda x, t: jax.device_put(x, t.sharding),
                                restored['state'], template)
           return state, dict(restored['data'] or {}), s
@@ -108,6 +113,48 @@ class Checkpoints:
 
   def close(self) -> None:
     self._manager.close()
+
+
+def weights_template(config: ml_collections.ConfigDict) -> dict[str, Any]:
+  """Abstract ``{'params', 'batch_stats'}`` of the config's model on the first local device,
+  the template that checkpoints and exports are restored into; an empty collection (no
+  BatchNorm) is left out, as it is not saved."""
+  variables = detector.abstract_variables(detector.build_detector(config))
+  device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+  return jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=device),
+                      {k: variables[k] for k in ('params', 'batch_stats') if variables.get(k)})
+
+
+def restore_weights(config: ml_collections.ConfigDict, workdir: str,
+                    step: int | None = None) -> tuple[Any, Any, int]:
+  """(params, batch_stats, step) of a checkpoint in ``workdir`` (default the latest), without
+  the optimizer state; batch_stats is {} for a model without BatchNorm."""
+  checkpoints = Checkpoints(workdir)
+  restored = checkpoints.restore_weights(weights_template(config), step)
+  checkpoints.close()
+  if restored is None:
+    raise errors.FlagError(f'--workdir {workdir}: no checkpoint in {checkpoints.directory}')
+  weights, step = restored
+  return weights['params'], weights.get('batch_stats', {}), step
+
+
+def write_classes(workdir: str, dataset) -> None:
+  """``workdir/classes.json``: category id and name of each label, for predict."""
+  if jax.process_index() != 0:
+    return
+  folder = workdir_lib.path(workdir)
+  folder.mkdir(parents=True, exist_ok=True)
+  workdir_lib.write_json(folder / 'classes.json',
+                         {'category_ids': [int(i) for i in dataset.category_ids],
+                          'names': list(dataset.category_names)})
+
+
+def read_classes(folder: str, num_classes: int) -> list[str]:
+  """Label names from ``folder/classes.json`` (see ``write_classes``), else 'class <label>'."""
+  path = workdir_lib.path(folder) / 'classes.json'
+  if path.exists():
+    return json.loads(path.read_text())['names']
+  return [f'class {i}' for i in range(num_classes)]
 
 
 def _steps_of_process_0(manager: ocp.CheckpointManager) -> list[int]:

@@ -1,5 +1,6 @@
-"""COCO evaluation: detections back to original image coordinates and dataset category ids, a
-results json, and the 12 standard AP/AR numbers.
+"""COCO evaluation: ``evaluate`` runs a model over a split on the devices; its detections go back
+to original image coordinates and dataset category ids, into a results json, and to the 12
+standard AP/AR numbers.
 
 Detections travel as one ``[n, 7]`` array (image id, x, y, w, h, score, category id), the form
 pycocotools' ``loadRes`` reads directly, rather than as a dict per detection (5,000 COCO val
@@ -9,21 +10,32 @@ default and the reference) or faster-coco-eval (the ``fast-eval`` extra), which 
 """
 
 import contextlib
+import dataclasses
 import io
-from typing import Mapping, Sequence
+import time
+from typing import Any, Callable, Mapping, Sequence
 
 from etils import epath
+import jax
+import ml_collections
 import numpy as np
 from pycocotools import coco as coco_lib
 from pycocotools import cocoeval
 
+from dla_jax import checkpoint
+from dla_jax import config_check
 from dla_jax import errors
+from dla_jax import metric_writer
+from dla_jax import step as step_lib
+from dla_jax import workdir as workdir_lib
+from dla_jax.data import pipeline
+from dla_jax.models import detector
 
 METRIC_NAMES = ('AP', 'AP50', 'AP75', 'APs', 'APm', 'APl',
                 'AR1', 'AR10', 'AR100', 'ARs', 'ARm', 'ARl')
-
-
-BACKENDS = ('pycocotools', 'faster_coco_eval')
+# What pairs each detection with its image: sharded like the images, gathered like the
+# detections, so row i of both is the same example whatever the order of devices and processes.
+EVAL_META_FIELDS = ('image_id', 'scale', 'real')
 
 
 def to_coco_results(boxes: np.ndarray, scores: np.ndarray, labels: np.ndarray,
@@ -65,13 +77,11 @@ def coco_metrics(ground_truth: coco_lib.COCO, results: np.ndarray,
                  results_path: str | epath.Path | None = None,
                  backend: str = 'pycocotools') -> dict[str, float]:
   """The 12 COCO box metrics of ``results`` (``to_coco_results``' rows) against
-  ``ground_truth`` (all its images), computed by ``backend`` (one of ``BACKENDS``).
+  ``ground_truth`` (all its images), computed by ``backend`` ('pycocotools' or 'faster_coco_eval').
 
   Writes ``results`` as json to ``results_path`` when given. With no detection at all, every
   metric is 0 (pycocotools cannot load an empty result list).
   """
-  if backend not in BACKENDS:
-    raise errors.ConfigError(f'evaluation.backend: {backend!r} is not one of {BACKENDS}')
   if results_path:
     write_results(results, results_path)
   if not len(results):
@@ -104,3 +114,66 @@ def _faster_coco_eval():
 def format_metrics(metrics: Mapping[str, float]) -> str:
   """One line: 'AP 0.512 | AP50 0.801 | ...'."""
   return ' | '.join(f'{k} {v:.3f}' for k, v in metrics.items())
+
+
+def _to_device(batch: dict[str, np.ndarray], fields, sharding) -> dict[str, jax.Array]:
+  return {k: jax.make_array_from_process_local_data(sharding, batch[k]) for k in fields}
+
+
+@dataclasses.dataclass(frozen=True)
+class EvalSteps:
+  """Evaluation's jitted functions over the devices, built once so that a run with several
+  evaluations compiles each of them once per input shape."""
+  mesh: jax.sharding.Mesh
+  detect: Callable  # (params, batch_stats, batch) -> replicated detections
+  gather: Callable  # batch fields sharded like the images -> replicated
+
+  @classmethod
+  def build(cls, config: ml_collections.ConfigDict) -> 'EvalSteps':
+    mesh = step_lib.make_mesh()
+    model = detector.build_detector(config)
+    return cls(mesh, step_lib.jit_eval_step(mesh, model=model, config=config),
+               jax.jit(lambda meta: meta, out_shardings=step_lib.replicated(mesh)))
+
+
+def evaluate(config: ml_collections.ConfigDict, workdir: str, params: Any = None,
+             batch_stats: Any = None, step: int | None = None, split: str = 'val', *,
+             eval_steps: EvalSteps | None = None) -> dict[str, float]:
+  """COCO metrics of the model on ``split``; weights from ``params`` or the checkpoint of
+  ``step`` (default the latest) in ``workdir``. Writes the detections as a COCO results json
+  and the metrics to ``workdir``. Pass the run's ``eval_steps`` to reuse their compilations."""
+  config_check.check(config, jax.device_count(), jax.process_count(), training=False)
+  workdir_lib.check_writable(workdir)
+  eval_steps = eval_steps or EvalSteps.build(config)
+  mesh = eval_steps.mesh
+  if params is None:
+    params, batch_stats, step = checkpoint.restore_weights(config, workdir, step)
+  eval_iter, dataset = pipeline.make_eval_iterator(config, split,
+                                                   global_batch=config.train.eval_batch)
+  checkpoint.write_classes(workdir, dataset)
+  eval_step, gather = eval_steps.detect, eval_steps.gather
+  sharding = step_lib.batch_sharding(mesh)
+  params, batch_stats = jax.device_put((params, batch_stats), step_lib.replicated(mesh))
+  results = []  # [n, 7] arrays, one per batch
+  start = time.time()
+  for batch in eval_iter:
+    # Image ids fit int32 (checked when the dataset is read); JAX computes in 32 bits.
+    batch['image_id'] = batch['image_id'].astype(np.int32)
+    on_device = _to_device(batch, step_lib.EVAL_FIELDS + EVAL_META_FIELDS, sharding)
+    detections, meta = jax.device_get((
+        eval_step(params, batch_stats, {k: on_device[k] for k in step_lib.EVAL_FIELDS}),
+        gather({k: on_device[k] for k in EVAL_META_FIELDS})))
+    results.append(to_coco_results(*detections, **meta,
+                                   category_ids=dataset.category_ids))
+  seconds = time.time() - start
+  metrics = {}
+  if jax.process_index() == 0:
+    path = workdir_lib.path(workdir) / f'detections_{split}_step{step}.json'
+    metrics = coco_metrics(dataset.coco, np.concatenate(results), path,
+                           config.evaluation.backend)
+    print(f'{split} at step {step}: {format_metrics(metrics)} '
+          f'({len(dataset.records)} images, {seconds:.1f} s)', flush=True)
+    writer = metric_writer.MetricWriter(workdir)
+    writer.write(step or 0, metrics, split=split)
+    writer.close()
+  return metrics

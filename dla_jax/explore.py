@@ -53,8 +53,7 @@ class Inspection:
 def _forward(params, batch_stats, images, image_hw, *, model, prior_mode, anchor_scale):
   """Compiled once per model and image size, however many inspections use it."""
   priors = step_lib.priors_for(tuple(images.shape[1:3]), anchor_scale)
-  outputs = model.apply({'params': params, 'batch_stats': batch_stats},
-                        transforms.normalize(images, image_hw))
+  outputs = model.apply({'params': params, 'batch_stats': batch_stats}, images, image_hw)
   return (jax.nn.sigmoid(outputs['cls_logits'][0]),
           box_ops.decode(outputs['box_reg'], priors, prior_mode)[0])
 

@@ -20,8 +20,8 @@ import jax
 import ml_collections
 import orbax.checkpoint as ocp
 
+from dla_jax import checkpoint
 from dla_jax import errors
-from dla_jax import train
 from dla_jax import workdir as workdir_lib
 
 
@@ -56,7 +56,7 @@ def export(config: ml_collections.ConfigDict, workdir: str, out: str,
   folder = workdir_lib.path(out)
   if folder.exists():
     raise errors.FlagError(f'--out {folder} exists; exports are not overwritten')
-  params, batch_stats, step = train.restore_weights(config, workdir, step)
+  params, batch_stats, step = checkpoint.restore_weights(config, workdir, step)
   if jax.process_index() == 0:
     folder.mkdir(parents=True)
     (folder / 'config.json').write_text(config.to_json(indent=2))
@@ -85,6 +85,6 @@ def load(path: str) -> Exported:
   config = ml_collections.ConfigDict(_tuples(json.loads((folder / 'config.json').read_text())))
   step = json.loads((folder / 'export.json').read_text())['step']
   weights = ocp.StandardCheckpointer().restore(folder / 'weights',
-                                               train.weights_template(config))
+                                               checkpoint.weights_template(config))
   return Exported(config, weights['params'], weights.get('batch_stats', {}), step,
-                  train.read_classes(str(folder), config.data.num_classes))
+                  checkpoint.read_classes(str(folder), config.data.num_classes))

@@ -20,10 +20,7 @@ import jax.numpy as jnp
 import ml_collections
 
 from dla_jax import boxes as boxes_lib
-from dla_jax import errors
 from dla_jax.priors import Priors
-
-RANKINGS = ('cls_x_quality', 'quality')
 
 
 class Detections(NamedTuple):
@@ -119,8 +116,6 @@ def detect(outputs: dict[str, jax.Array], image_hw: jax.Array, priors: Priors,
     Detections with D = config.inference.max_detections rows per image.
   """
   cfg = config.inference
-  if cfg.ranking not in RANKINGS:
-    raise errors.ConfigError(f'inference.ranking: {cfg.ranking!r} is not one of {RANKINGS}')
   boxes = boxes_lib.decode(outputs['box_reg'], priors, config.model.prior)
   return jax.vmap(lambda c, b, m, hw: _detect_one(c, b, m, hw, priors.level_sizes, cfg))(
       outputs['cls_logits'], boxes, outputs['quality_logits'], image_hw)

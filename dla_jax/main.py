@@ -19,10 +19,13 @@ from absl import flags
 import jax
 from ml_collections import config_flags
 
+from dla_jax import checkpoint
 from dla_jax import cli
+from dla_jax import config_check
+from dla_jax import cpu
 from dla_jax import deploy
+from dla_jax import evaluation
 from dla_jax import export
-from dla_jax import host_memory
 from dla_jax import predict
 from dla_jax import runtime
 from dla_jax import serving
@@ -59,7 +62,7 @@ _PROCESS_ID = flags.DEFINE_integer('process_id', None, 'This process, 0..num_pro
 _KEEP_FREED_MEMORY = flags.DEFINE_bool(
     'keep_freed_memory', True, 'Linux/glibc, CPU backend only: keep the memory XLA:CPU frees '
     'for its next call instead of faulting in fresh pages at every step (faster steps; the '
-    'process keeps its peak heap; dla_jax/host_memory.py). --nokeep_freed_memory turns it off.')
+    'process keeps its peak heap; dla_jax/cpu/host_memory.py). --nokeep_freed_memory turns it off.')
 
 
 def _require(**values):
@@ -84,7 +87,7 @@ def main(argv):
   if _WEIGHTS.value and _STEP.value is not None:
     raise app.UsageError('--step picks a checkpoint in --workdir; an export has one step')
   if _KEEP_FREED_MEMORY.value:
-    host_memory.keep_freed_memory()  # before JAX starts its backend
+    cpu.keep_freed_memory()  # before JAX starts its backend
   if _DISTRIBUTED.value:
     jax.distributed.initialize(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value)
   if _WEIGHTS.value and serving.is_export(_WEIGHTS.value):
@@ -101,12 +104,16 @@ def main(argv):
   if exported and config is None:
     config, config_file = exported.config, f'{_WEIGHTS.value} (export)'
   _require(config=config)
+  on_devices = mode in ('train', 'train_and_evaluate', 'evaluate')  # batches split over them
+  config_check.check(config, jax.device_count() if on_devices else 1,
+                     jax.process_count() if on_devices else 1,
+                     training=mode in ('train', 'train_and_evaluate'))
   if not (mode == 'predict' and exported):  # an export alone is enough to predict
     _require(workdir=workdir)
   runtime.enable_compilation_cache(config, workdir)
   if jax.process_index() == 0:
     print(runtime.startup_line(config, config_file), flush=True)
-  if mode in ('train', 'train_and_evaluate', 'evaluate'):
+  if on_devices:
     runtime.require_accelerator(config)
   if mode == 'train':
     train.train(config, workdir)
@@ -114,14 +121,14 @@ def main(argv):
     train.train_and_evaluate(config, workdir)
   elif mode == 'evaluate':
     if exported:
-      train.evaluate(config, workdir, exported.params, exported.batch_stats, exported.step)
+      evaluation.evaluate(config, workdir, exported.params, exported.batch_stats, exported.step)
     else:
-      train.evaluate(config, workdir, step=_STEP.value)
+      evaluation.evaluate(config, workdir, step=_STEP.value)
   elif mode == 'export' and _FORMAT.value == 'stablehlo':
     _require(out=_OUT.value)
-    params, batch_stats, step = train.restore_weights(config, workdir, _STEP.value)
+    params, batch_stats, step = checkpoint.restore_weights(config, workdir, _STEP.value)
     manifest = deploy.export_stablehlo(config, params, batch_stats,
-                                       train.read_classes(workdir, config.data.num_classes),
+                                       checkpoint.read_classes(workdir, config.data.num_classes),
                                        _OUT.value, step)
     print(f'exported step {step} of {workdir} to {_OUT.value} as StableHLO for '
           f'{", ".join(manifest["platforms"])} in {manifest["export_seconds"]:.1f} s')
@@ -135,8 +142,8 @@ def main(argv):
     if exported:
       params, batch_stats, names = exported.params, exported.batch_stats, exported.class_names
     else:
-      params, batch_stats, _ = train.restore_weights(config, workdir, _STEP.value)
-      names = train.read_classes(workdir, config.data.num_classes)
+      params, batch_stats, _ = checkpoint.restore_weights(config, workdir, _STEP.value)
+      names = checkpoint.read_classes(workdir, config.data.num_classes)
     for path in predict.predict(config, params, batch_stats, names, paths, _OUT.value):
       print(path)
 

@@ -12,19 +12,6 @@ import jax.numpy as jnp
 import ml_collections
 import optax
 
-from dla_jax import errors
-from dla_jax.models import resnet
-
-
-def trainable_mask(params: Any, frozen_stages: int) -> Any:
-  """Pytree of bools over ``params``: False for the backbone stem (stage 0) and stages
-  1..frozen_stages, True elsewhere."""
-
-  def trainable(path, _):
-    keys = [k.key for k in path]
-    return keys[0] != 'backbone' or resnet.stage_of(keys[1]) > frozen_stages
-
-  return jax.tree_util.tree_map_with_path(trainable, params)
 
 
 def learning_rate(config: ml_collections.ConfigDict, steps_per_epoch: int) -> optax.Schedule:
@@ -46,25 +33,23 @@ def learning_rate(config: ml_collections.ConfigDict, steps_per_epoch: int) -> op
   return schedule
 
 
-OPTIMIZERS = ('sgd', 'adamw')
-
-
-def make_optimizer(config: ml_collections.ConfigDict, params: Any,
+def make_optimizer(config: ml_collections.ConfigDict, trainable: Any,
                    steps_per_epoch: int) -> optax.GradientTransformation:
   """On trainable params: 'sgd', SGD with momentum and L2 weight decay added to the gradient
-  (torch's SGD ``weight_decay``), or 'adamw'. Frozen params get an update of exactly zero."""
+  (torch's SGD ``weight_decay``), or 'adamw'. Frozen params get an update of exactly zero.
+
+  Args:
+    config: reads ``optim`` and ``train.global_batch``.
+    trainable: pytree of bools over the params, False for frozen ones
+      (``models.detector.Detector.trainable``).
+    steps_per_epoch: for the schedule's epochs.
+  """
   o = config.optim
-  if o.name not in OPTIMIZERS:
-    raise errors.ConfigError(f'optim.name: {o.name!r} is not one of {OPTIMIZERS}')
-  for field in ('base_lr', 'momentum', 'weight_decay', 'base_batch'):
-    if o[field] < 0 or (field in ('base_lr', 'base_batch') and o[field] == 0):
-      raise errors.ConfigError(f'optim.{field}: invalid value {o[field]}')
-  mask = trainable_mask(params, config.model.frozen_stages)
-  labels = jax.tree_util.tree_map(lambda t: 'train' if t else 'frozen', mask)
+  labels = jax.tree.map(lambda t: 'train' if t else 'frozen', trainable)
   lr = learning_rate(config, steps_per_epoch)
   if o.name == 'sgd':
     train = optax.chain(optax.add_decayed_weights(o.weight_decay),
                         optax.sgd(lr, momentum=o.momentum))
   else:
     train = optax.adamw(lr, weight_decay=o.weight_decay)
-  return optax.multi_transform({'train': train, 'frozen': optax.set_to_zero()}, labels)
+  return optax.partition({'train': train, 'frozen': optax.set_to_zero()}, labels)

@@ -10,7 +10,7 @@ from PIL import Image
 from PIL import ImageDraw
 
 from dla_jax import step as step_lib
-from dla_jax.data import records as records_lib
+from dla_jax.data import image_annotations
 from dla_jax.data import transforms
 from dla_jax.models import detector
 
@@ -40,7 +40,7 @@ def detect_files(config: ml_collections.ConfigDict, params: Any, batch_stats: An
   eval_step = step_lib.jit_eval_step(mesh, model=model, config=config)
   found = []
   for path in paths:
-    image = records_lib.read_image(path)
+    image = image_annotations.read_image(path)
     padded, _, size = transforms.eval_input(image, np.zeros((0, 4), np.float32),
                                             config.data.scale, config.data.image_size)
     det = jax.device_get(eval_step(params, batch_stats, {
@@ -61,7 +61,7 @@ def predict(config: ml_collections.ConfigDict, params: Any, batch_stats: Any,
             names: Sequence[str], paths: Sequence[str], out_dir: str,
             score_threshold: float = 0.3) -> list[str]:
   """Detects objects in each image of ``paths`` with the model of ``config`` and the given
-  weights (from ``train.restore_weights`` or ``export.load``); writes ``out_dir/<name>.png``
+  weights (from ``checkpoint.restore_weights`` or ``export.load``); writes ``out_dir/<name>.png``
   for each, labelled with ``names[label]``, and returns those paths. Detections scoring under
   ``score_threshold`` are not drawn."""
   os.makedirs(out_dir, exist_ok=True)
@@ -78,7 +78,7 @@ def predict_served(served, paths: Sequence[str], out_dir: str,
                    score_threshold: float = 0.3) -> list[str]:
   """``predict`` with a stablehlo export loaded by ``serving.load``."""
   os.makedirs(out_dir, exist_ok=True)
-  images = [records_lib.read_image(path) for path in paths]
+  images = [image_annotations.read_image(path) for path in paths]
   written = []
   for path, image, found in zip(paths, images, served.detect(images)):
     keep = found.scores >= score_threshold

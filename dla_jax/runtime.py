@@ -12,21 +12,13 @@ import importlib.util
 import jax
 import ml_collections
 
+from dla_jax import cpu
 from dla_jax import errors
 from dla_jax import workdir as workdir_lib
 from dla_jax.models import detector
 
 INSTALL_LINES = ("pip install -e '.[cuda12]' on NVIDIA GPU hosts, "
                  "pip install -e '.[tpu]' on Cloud TPU VMs")
-
-
-def _conv(config: ml_collections.ConfigDict) -> str:
-  impl = config.model.conv_impl
-  if impl != 'auto':
-    return impl
-  if jax.default_backend() == 'cpu':
-    return 'auto (XLA:CPU: Winograd and matmuls where they pay)'
-  return "auto (XLA's own)"
 
 
 def startup_line(config: ml_collections.ConfigDict, config_file: str | None = None) -> str:
@@ -39,7 +31,7 @@ def startup_line(config: ml_collections.ConfigDict, config_file: str | None = No
   line = (f'backend {jax.default_backend()} | devices: {kinds} | '
           f'{jax.process_count()} process{"es" if jax.process_count() > 1 else ""} | '
           f'global batch {config.train.global_batch}, {per_device:g} per device | '
-          f'compute {detector.compute_dtype_name(config)} | conv {_conv(config)}')
+          f'compute {detector.compute_dtype_name(config)} | conv {cpu.describe(config.model)}')
   return line + (f' | config {config_file}' if config_file else '')
 
 

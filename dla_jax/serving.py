@@ -25,7 +25,7 @@ import numpy as np
 from PIL import Image
 
 from dla_jax import errors
-from dla_jax.data import records
+from dla_jax.data import image_annotations
 from dla_jax.data import transforms
 
 FORMAT = 'dla-jax-stablehlo'
@@ -132,7 +132,7 @@ def _as_image(image: Any, index: int) -> Image.Image:
   if isinstance(image, Image.Image):
     return image.convert('RGB')
   if isinstance(image, (str, pathlib.Path)):
-    return records.read_image(str(image))
+    return image_annotations.read_image(str(image))
   array = np.asarray(image)
   if array.ndim != 3 or array.shape[-1] != 3:
     raise errors.DataError(f'image {index}: expected an RGB array [height, width, 3], got '

@@ -26,11 +26,13 @@ from dla_jax import inference
 from dla_jax import losses
 from dla_jax import optim
 from dla_jax import priors as priors_lib
-from dla_jax.data import transforms
 from dla_jax.models import detector
 from dla_jax.models import fpn as fpn_lib
 
 DATA_AXIS = 'data'
+# Batch fields the train and eval steps read; the others stay on the host.
+TRAIN_FIELDS = ('images', 'image_hw', 'boxes', 'labels', 'valid')
+EVAL_FIELDS = ('images', 'image_hw')
 
 
 @flax.struct.dataclass
@@ -90,13 +92,14 @@ def train_step(state: TrainState, batch: dict[str, jax.Array], *, model: detecto
   Returns the new state and scalar metrics: the loss and its parts, ``num_pos`` (positives in
   the global batch), ``alpha`` and ``lr``.
   """
-  images = transforms.normalize(batch['images'], batch['image_hw'])
+  images, image_hw = batch['images'], batch['image_hw']
   priors = priors_for(tuple(images.shape[1:3]), config.model.anchor_scale)
   alpha = assign.alpha_schedule(state.step, steps_per_epoch, config.assigner,
                                 config.optim.epochs)
 
   def loss_fn(params):
-    outputs = model.apply({'params': params, 'batch_stats': state.batch_stats}, images)
+    outputs = model.apply({'params': params, 'batch_stats': state.batch_stats}, images,
+                          image_hw)
     return losses.detection_loss(outputs, priors, batch['boxes'], batch['labels'],
                                  batch['valid'], alpha, config, mesh=mesh)
 
@@ -119,9 +122,10 @@ def eval_step(params: Any, batch_stats: Any, batch: dict[str, jax.Array], *,
   """Forward pass and on-device detection for one batch. With ``mesh`` (the batch split over
   its data axis), each device detects on its own images: left to itself, XLA's partitioner
   gathers every image's pre-NMS scores onto every device for the top-k."""
-  images = transforms.normalize(batch['images'], batch['image_hw'])
+  images = batch['images']
   priors = priors_for(tuple(images.shape[1:3]), config.model.anchor_scale)
-  outputs = model.apply({'params': params, 'batch_stats': batch_stats}, images)
+  outputs = model.apply({'params': params, 'batch_stats': batch_stats}, images,
+                        batch['image_hw'])
   detect = functools.partial(inference.detect, priors=priors, config=config)
   if mesh is not None:
     # check_vma off: NMS's loop starts from constants that the loop makes per-device.

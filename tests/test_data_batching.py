@@ -10,8 +10,8 @@ from PIL import Image
 
 from dla_jax import errors
 from dla_jax.data import batching
+from dla_jax.data import image_annotations
 from dla_jax.data import prefetch
-from dla_jax.data import records as records_lib
 
 IMAGE_SIZE = (24, 32)  # padded (height, width) of landscape images
 
@@ -25,7 +25,7 @@ def _records(tmp_path_factory):
     h, w = (18, 30) if i % 3 else (30, 20)
     path = folder / f'{i}.png'
     Image.new('RGB', (w, h), (i * 10, 0, 0)).save(path)
-    records.append(records_lib.Record(
+    records.append(image_annotations.Record(
         image_id=100 + i, path=str(path), height=h, width=w,
         boxes=np.array([[1, 2, 1 + w / 2, 2 + h / 2]], np.float32),
         labels=np.array([i % 4], np.int32)))
@@ -127,7 +127,7 @@ def test_a_corrupt_image_stops_loading_with_the_file_name(records, tmp_path, wor
   bad = tmp_path / 'corrupt.jpg'
   bad.write_bytes(b'\xff\xd8 not a jpeg')
   broken = list(records)
-  broken[5] = records_lib.Record(image_id=5, path=str(bad), height=18, width=30,
+  broken[5] = image_annotations.Record(image_id=5, path=str(bad), height=18, width=30,
                                  boxes=records[5].boxes, labels=records[5].labels)
   iterator = _train(broken, num_workers=workers, num_threads=1)
   with pytest.raises(errors.DataError, match='corrupt.jpg: cannot read image 5'):
@@ -138,7 +138,7 @@ def test_a_corrupt_image_stops_loading_with_the_file_name(records, tmp_path, wor
 
 def test_a_missing_image_stops_evaluation_with_the_file_name(records, tmp_path):
   broken = list(records)
-  broken[0] = records_lib.Record(image_id=0, path=str(tmp_path / 'gone.png'), height=30,
+  broken[0] = image_annotations.Record(image_id=0, path=str(tmp_path / 'gone.png'), height=30,
                                  width=20, boxes=records[0].boxes, labels=records[0].labels)
   iterator = batching.EvalIterator(broken, image_size=IMAGE_SIZE, max_boxes=3, global_batch=4,
                                    scale=(32, 24), num_workers=2, num_threads=1)

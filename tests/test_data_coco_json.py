@@ -1,7 +1,6 @@
 """COCO json source: label mapping, crowd and degenerate boxes, and errors that name the file."""
 
 import json
-import logging
 
 import numpy as np
 import pytest
@@ -65,17 +64,17 @@ def test_crowd_boxes_are_not_targets_but_stay_in_the_evaluation_ground_truth(tmp
   assert len(dataset.coco.getAnnIds(imgIds=[10])) == 2
 
 
-def test_boxes_under_one_pixel_or_outside_the_image_are_dropped_and_counted(tmp_path, caplog):
+def test_boxes_under_one_pixel_or_outside_the_image_are_dropped_and_counted(tmp_path, capsys):
   anns = [_ann(1, 10, 2, [0, 0, 0.5, 5]),  # under 1 px wide
           _ann(2, 10, 2, [3, 3, 4, 0]),  # zero high
           _ann(3, 10, 2, [39.5, 3, 10, 10]),  # 0.5 px wide once clipped
           _ann(4, 10, 2, [-5, 28, 10, 10]),  # clipped to (0, 28, 5, 30)
           _ann(5, 10, 2, [50, 3, 10, 10])]  # entirely outside
-  with caplog.at_level(logging.WARNING):
-    dataset = coco_json.load(*_write(tmp_path, anns))
+  dataset = coco_json.load(*_write(tmp_path, anns))
   np.testing.assert_array_equal(dataset.records[1].boxes, [[0, 28, 5, 30]])
-  assert 'dropped 2 boxes under 1 px and 2 boxes under 1 px once clipped' in caplog.text
-  assert 'instances.json' in caplog.text
+  out = capsys.readouterr().out
+  assert 'dropped 2 boxes under 1 px and 2 boxes under 1 px once clipped' in out
+  assert 'instances.json' in out
 
 
 def test_annotations_without_iscrowd_or_area_get_coco_defaults(tmp_path):
@@ -264,7 +263,7 @@ def test_image_of_another_size_than_annotated_names_the_file(tmp_path):
     _first_batch(dataset)
 
 
-def test_images_with_more_boxes_than_slots_keep_the_largest_and_warn(tmp_path, caplog):
+def test_images_with_more_boxes_than_slots_keep_the_largest_and_warn(tmp_path, capsys):
   anns = [_ann(i, 10, 2, [0, 0, size, size]) for i, size in enumerate([2, 9, 4, 3], start=1)]
   images_dir, path = _write(tmp_path, anns)
   config = default.get_config()
@@ -274,10 +273,10 @@ def test_images_with_more_boxes_than_slots_keep_the_largest_and_warn(tmp_path, c
   data.image_size, data.scale, data.short_side_range = (32, 48), (48, 32), (32, 32)
   data.flip_prob, data.num_threads = 0.0, 1
   config.train.global_batch = 1
-  with caplog.at_level(logging.WARNING):
-    iterator = pipeline.make_train_iterator(config, process_index=0, process_count=1)
-  assert '1 images have more than data.max_boxes=2 boxes' in caplog.text
-  assert '2 boxes are dropped' in caplog.text
+  iterator = pipeline.make_train_iterator(config, process_index=0, process_count=1)
+  out = capsys.readouterr().out
+  assert '1 images have more than data.max_boxes=2 boxes' in out
+  assert '2 boxes are dropped' in out
   batch = next(b for b in iterator if b['image_id'][0] == 10)
   iterator.close()
   sy, sx = batch['scale'][0]

@@ -5,9 +5,7 @@ import numpy as np
 import pytest
 
 from dla_jax import errors
-from dla_jax.configs import shapes_tiny
 from dla_jax.data import loading
-from dla_jax.data import pipeline
 
 
 class _Positions:
@@ -51,10 +49,3 @@ def test_automatic_workers_leave_two_cores_to_the_training_process(monkeypatch, 
   assert loading.resolve_workers(-1) == workers
   assert loading.resolve_workers(3) == 3
 
-
-@pytest.mark.parametrize('field,value', [('num_workers', -2), ('num_threads', -1)])
-def test_a_negative_worker_or_thread_count_is_a_config_error(field, value):
-  config = shapes_tiny.get_config()
-  config.data[field] = value
-  with pytest.raises(errors.ConfigError, match=f'data.{field}: {value}'):
-    pipeline.make_train_iterator(config, process_index=0, process_count=1)

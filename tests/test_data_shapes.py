@@ -98,12 +98,6 @@ def test_non_square_size_makes_landscape_and_portrait_images(tmp_path):
   assert shapes_seen == {(96, 128), (128, 96)}
 
 
-def test_scale_larger_than_the_padded_size_is_refused(tmp_path):
-  with pytest.raises(ValueError, match='data.image_size'):
-    pipeline.make_train_iterator(_config(tmp_path, short_side_range=(96, 160)),
-                                 process_index=0, process_count=1)
-
-
 def test_class_count_other_than_the_config_is_refused(tmp_path):
   with pytest.raises(ValueError, match='data.num_classes is 5 .* 6 categories'):
     pipeline.load_dataset(_config(tmp_path, num_classes=5), 'val')

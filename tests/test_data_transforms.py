@@ -1,12 +1,11 @@
 """Transforms: boxes stay on their pixels through resize, flip and pad; padding; normalisation."""
 
-import jax.numpy as jnp
 import numpy as np
 import pytest
 from PIL import Image
 
 from dla_jax.data import batching
-from dla_jax.data import records as records_lib
+from dla_jax.data import image_annotations
 from dla_jax.data import transforms
 
 
@@ -30,7 +29,7 @@ def test_box_stays_on_its_painted_pixels_through_resize_flip_and_pad(
   image[y1:y2, x1:x2] = 255
   path = tmp_path / 'painted.png'
   Image.fromarray(image).save(path)
-  record = records_lib.Record(image_id=1, path=str(path), height=height, width=width,
+  record = image_annotations.Record(image_id=1, path=str(path), height=height, width=width,
                               boxes=np.array([box], np.float32), labels=np.array([0], np.int32))
   iterator = batching.TrainIterator(
       [record], image_size=(800, 1344), max_boxes=3, global_batch=1, seed=0, scale=scale,
@@ -75,14 +74,3 @@ def test_fewer_boxes_than_slots_are_padded_with_zeros_and_invalid():
   np.testing.assert_array_equal(boxes, [[1, 2, 3, 4], [0, 0, 0, 0], [0, 0, 0, 0]])
   np.testing.assert_array_equal(labels, [5, 0, 0])
   np.testing.assert_array_equal(valid, [True, False, False])
-
-
-def test_normalize_standardises_the_image_and_zeroes_the_padding():
-  images = np.full((2, 4, 6, 3), 200, np.uint8)
-  image_hw = np.array([[4, 6], [2, 3]], np.int32)
-  out = transforms.normalize(jnp.asarray(images), jnp.asarray(image_hw))
-  assert out.dtype == jnp.float32 and out.shape == (2, 4, 6, 3)
-  expected = (200 - np.array(transforms.IMAGENET_MEAN)) / np.array(transforms.IMAGENET_STD)
-  np.testing.assert_allclose(out[0], np.broadcast_to(expected, (4, 6, 3)), rtol=1e-6)
-  np.testing.assert_allclose(out[1, :2, :3], np.broadcast_to(expected, (2, 3, 3)), rtol=1e-6)
-  assert not np.asarray(out[1, 2:]).any() and not np.asarray(out[1, :, 3:]).any()

@@ -7,7 +7,9 @@ import jax
 import numpy as np
 import pytest
 
+from dla_jax import checkpoint
 from dla_jax import errors
+from dla_jax import evaluation
 from dla_jax import export
 from dla_jax import predict
 from dla_jax import train
@@ -33,7 +35,7 @@ def test_export_holds_the_checkpoint_weights_config_and_class_names(trained, tmp
   out = str(tmp_path / 'export')
   assert export.export(config, workdir, out) == 3
   loaded = export.load(out)
-  params, batch_stats, _ = train.restore_weights(config, workdir)
+  params, batch_stats, _ = checkpoint.restore_weights(config, workdir)
   jax.tree.map(np.testing.assert_array_equal, (loaded.params, loaded.batch_stats),
                (params, batch_stats))
   assert loaded.step == 3
@@ -50,8 +52,8 @@ def test_predict_and_evaluate_from_an_export_match_the_checkpoint(trained, tmp_p
   export.export(config, workdir, out)
   loaded = export.load(out)
   images = [os.path.join(few_images[0], f'00000{i}.png') for i in range(2)]
-  params, batch_stats, _ = train.restore_weights(config, workdir)
-  names = train.read_classes(workdir, config.data.num_classes)
+  params, batch_stats, _ = checkpoint.restore_weights(config, workdir)
+  names = checkpoint.read_classes(workdir, config.data.num_classes)
   from_checkpoint = predict.predict(config, params, batch_stats, names, images,
                                     str(tmp_path / 'a'))
   from_export = predict.predict(loaded.config, loaded.params, loaded.batch_stats,
@@ -59,9 +61,9 @@ def test_predict_and_evaluate_from_an_export_match_the_checkpoint(trained, tmp_p
   for a, b in zip(from_checkpoint, from_export):
     with open(a, 'rb') as fa, open(b, 'rb') as fb:
       assert fa.read() == fb.read()
-  metrics = train.evaluate(loaded.config, str(tmp_path / 'eval'), loaded.params,
+  metrics = evaluation.evaluate(loaded.config, str(tmp_path / 'eval'), loaded.params,
                            loaded.batch_stats, loaded.step)
-  assert metrics == train.evaluate(config, workdir)
+  assert metrics == evaluation.evaluate(config, workdir)
 
 
 def test_export_refuses_to_overwrite_and_load_names_what_is_missing(trained, tmp_path):

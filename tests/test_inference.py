@@ -85,9 +85,6 @@ def test_quality_ranking_scores_boxes_by_quality_after_class_threshold():
   valid = np.asarray(det.valid[0])
   np.testing.assert_allclose(np.asarray(det.scores[0])[valid], [jax.nn.sigmoid(1.0)] * 2,
                              rtol=1e-6)
-  config.inference.ranking = 'iou'
-  with pytest.raises(ValueError, match='inference.ranking'):
-    inference.detect(outputs, jnp.array([[64, 64]]), priors, config)
 
 
 def test_boxes_are_clipped_to_the_resized_image_and_low_scores_dropped():

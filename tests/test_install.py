@@ -1,7 +1,9 @@
 """What the install declares matches what the code needs: every subpackage is installed, the
 main job's dependencies pull neither torch nor TensorFlow and the code imports without them, and
-launch/constraints.txt holds the versions the tests run with."""
+launch/constraints.txt holds the versions the tests run with; the README's layout matches the
+tree, and modules keep to their concerns."""
 
+import ast
 import importlib.metadata
 import os
 import pathlib
@@ -9,6 +11,8 @@ import re
 import subprocess
 import sys
 import tomllib
+
+import pytest
 
 REPO = pathlib.Path(__file__).resolve().parent.parent
 PYPROJECT = tomllib.loads((REPO / 'pyproject.toml').read_text())
@@ -56,3 +60,47 @@ def test_the_test_command_installs_through_the_constraints():
   install = "-c launch/constraints.txt -e '.[test,torch,tfds]'"
   assert install in ci and f'pip install {install}' in readme
   assert os.access(REPO / '.ci' / 'run', os.X_OK)
+
+
+def test_readme_layout_names_every_module_and_only_files_that_exist():
+  readme = (REPO / 'README.md').read_text()
+  layout = readme.split('## Layout', 1)[1].split('```')[1]
+  for module in sorted((REPO / 'dla_jax').rglob('*.py')):
+    if module.name != '__init__.py':
+      assert re.search(rf'\b{module.stem}\b', layout), f'{module} is not in the README layout'
+  for path in re.findall(r'^(\S+)', layout, flags=re.M):
+    assert (REPO / path).exists(), f'the README layout names {path}, which does not exist'
+
+
+def _imports(module: str) -> set[str]:
+  """The dla_jax modules that ``dla_jax/<module>.py`` imports."""
+  tree = ast.parse((REPO / 'dla_jax' / f'{module}.py').read_text())
+  names = set()
+  for node in ast.walk(tree):
+    if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith('dla_jax'):
+      names |= {f'{node.module}.{alias.name}' for alias in node.names}
+    elif isinstance(node, ast.Import):
+      names |= {alias.name for alias in node.names if alias.name.startswith('dla_jax')}
+  return names
+
+
+@pytest.mark.parametrize('module, kept_out', [
+    ('export', ('dla_jax.train',)),
+    ('step', ('dla_jax.data',)),
+    ('optim', ('dla_jax.models',)),
+    ('models/detector', ('dla_jax.cpu.conv', 'dla_jax.cpu.fusion_barrier')),
+    ('models/resnet', ('dla_jax.cpu',)),
+    ('evaluation', ('dla_jax.train',)),
+])
+def test_each_module_keeps_to_its_concern(module, kept_out):
+  imported = _imports(module)
+  assert not [name for name in imported if name.startswith(kept_out)], imported
+
+
+def test_the_train_module_holds_the_loop_and_no_other_concern():
+  tree = ast.parse((REPO / 'dla_jax' / 'train.py').read_text())
+  defined = {node.name for node in tree.body
+             if isinstance(node, (ast.FunctionDef, ast.ClassDef))}
+  assert defined & {'evaluate', 'EvalSteps', 'restore_weights', 'weights_template',
+                    'write_classes', 'read_classes', 'check_config'} == set()
+  assert {'train', 'train_and_evaluate'} <= defined

@@ -10,6 +10,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from dla_jax import config_check
 from dla_jax import errors
 from dla_jax.configs import dla_r50_fpn_1x_coco
 from dla_jax.configs import dla_x101_64x4d_fpn_2x_coco
@@ -28,7 +29,7 @@ needs_torch = pytest.mark.skipif(torch is None, reason="needs the 'torch' extra"
 
 
 def _torchvision_model(arch: str) -> 'torch.nn.Module':
-  spec = resnet.get_spec(arch)
+  spec = resnet.ARCHITECTURES[arch]
   block = tv_resnet.Bottleneck if spec.bottleneck else tv_resnet.BasicBlock
   torch.manual_seed(0)
   model = tv_resnet.ResNet(block, list(spec.stage_sizes), groups=spec.groups,
@@ -88,7 +89,7 @@ def test_r50_coco_config_without_weights_is_refused_without_torch_naming_the_imp
     monkeypatch):
   monkeypatch.setitem(sys.modules, 'torch', None)  # `import torch` now fails
   with pytest.raises(errors.ConfigError) as raised:
-    pretrained.check_backbone_init(dla_r50_fpn_1x_coco.get_config().model)
+    config_check.check_backbone_init(dla_r50_fpn_1x_coco.get_config().model)
   message = str(raised.value)
   assert message.startswith('model.backbone_init: empty')
   assert "model.backbone_norm='bn_eval'" in message and 'model.frozen_stages=1' in message
@@ -99,7 +100,7 @@ def test_r50_coco_config_without_weights_is_refused_without_torch_naming_the_imp
 
 def test_x101_config_without_weights_names_the_weights_mmdetection_used():
   with pytest.raises(errors.ConfigError) as raised:
-    pretrained.check_backbone_init(dla_x101_64x4d_fpn_2x_coco.get_config().model)
+    config_check.check_backbone_init(dla_x101_64x4d_fpn_2x_coco.get_config().model)
   message = str(raised.value)
   assert "MMDetection's open-mmlab://resnext101_64x4d" in message
   assert '--state_dict resnext101_64x4d-ee2c6f71.pth' in message
@@ -107,23 +108,21 @@ def test_x101_config_without_weights_names_the_weights_mmdetection_used():
 
 
 def test_shapes_config_trained_from_scratch_passes_the_check():
-  pretrained.check_backbone_init(shapes_tiny.get_config().model)
+  config_check.check_backbone_init(shapes_tiny.get_config().model)
 
 
 def test_frozen_stem_of_a_random_group_norm_backbone_is_refused():
   config = shapes_tiny.get_config()
   config.model.frozen_stages = 0
   with pytest.raises(errors.ConfigError, match=r'model\.frozen_stages=0 freezes its stem:'):
-    pretrained.check_backbone_init(config.model)
+    config_check.check_backbone_init(config.model)
 
 
 def test_weights_for_a_group_norm_backbone_are_refused(tmp_path):
   config = shapes_tiny.get_config()
   config.model.backbone_init = str(tmp_path)
   with pytest.raises(errors.ConfigError, match=r"^model\.backbone_norm: 'group_norm'"):
-    pretrained.check_backbone_init(config.model)
-  with pytest.raises(errors.ConfigError, match=r"^model\.backbone_norm: 'group_norm'"):
-    _init(config)
+    config_check.check_backbone_init(config.model)
 
 
 def test_every_architecture_names_its_imagenet_weights():

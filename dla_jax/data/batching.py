@@ -29,8 +29,8 @@ from typing import Iterator, Sequence
 import numpy as np
 
 from dla_jax import errors
+from dla_jax.data import image_annotations
 from dla_jax.data import loading
-from dla_jax.data import records as records_lib
 from dla_jax.data import transforms
 
 Batch = dict[str, np.ndarray]
@@ -89,7 +89,7 @@ class _Example:
   flip: bool = False
 
 
-def _load(records: Sequence[records_lib.Record], reader: records_lib.ImageReader,
+def _load(records: Sequence[image_annotations.Record], reader: image_annotations.ImageReader,
           examples: Sequence[_Example], landscape: bool, image_size: Sequence[int],
           max_boxes: int) -> Batch:
   """Decodes, resizes, flips and pads the examples of one batch of one orientation.
@@ -116,7 +116,7 @@ def _load(records: Sequence[records_lib.Record], reader: records_lib.ImageReader
     record = records[example.index]
     h, w = transforms.rescale_size(record.height, record.width, example.resize)
     image, boxes = transforms.resize_and_flip(
-        records_lib.open_image(record, reader), record.boxes, (h, w), example.flip)
+        image_annotations.open_image(record, reader), record.boxes, (h, w), example.flip)
     batch['images'][slot, :h, :w] = image
     batch['images'][slot, h:] = 0
     batch['images'][slot, :h, w:] = 0
@@ -142,10 +142,11 @@ class TrainBatches:
   ``p % batches_per_epoch`` of epoch ``p // batches_per_epoch``. Picklable, for worker
   processes."""
 
-  def __init__(self, records: Sequence[records_lib.Record], *, image_size: Sequence[int],
+  def __init__(self, records: Sequence[image_annotations.Record], *, image_size: Sequence[int],
                max_boxes: int, global_batch: int, seed: int, scale: Sequence[int],
                short_side_range: Sequence[int], flip_prob: float, process_index: int = 0,
-               process_count: int = 1, reader: records_lib.ImageReader = records_lib.read_file):
+               process_count: int = 1,
+               reader: image_annotations.ImageReader = image_annotations.read_file):
     """See ``TrainIterator``."""
     self._records = tuple(records)
     self._reader = reader
@@ -181,9 +182,10 @@ class TrainBatches:
 class EvalBatches:
   """The evaluation batches of this process, by number (see ``EvalIterator``). Picklable."""
 
-  def __init__(self, records: Sequence[records_lib.Record], *, image_size: Sequence[int],
+  def __init__(self, records: Sequence[image_annotations.Record], *, image_size: Sequence[int],
                max_boxes: int, global_batch: int, scale: Sequence[int], process_index: int = 0,
-               process_count: int = 1, reader: records_lib.ImageReader = records_lib.read_file):
+               process_count: int = 1,
+               reader: image_annotations.ImageReader = image_annotations.read_file):
     """See ``EvalIterator``."""
     self._reader = reader
     landscape = np.array([r.landscape for r in records])
@@ -217,10 +219,11 @@ class TrainIterator:
   iterator yields the same batches whatever the number of workers.
   """
 
-  def __init__(self, records: Sequence[records_lib.Record], *, image_size: Sequence[int],
+  def __init__(self, records: Sequence[image_annotations.Record], *, image_size: Sequence[int],
                max_boxes: int, global_batch: int, seed: int, scale: Sequence[int],
                short_side_range: Sequence[int], flip_prob: float, process_index: int = 0,
-               process_count: int = 1, reader: records_lib.ImageReader = records_lib.read_file,
+               process_count: int = 1,
+               reader: image_annotations.ImageReader = image_annotations.read_file,
                num_workers: int = 0, num_threads: int = 2):
     """Samples from the first batch of epoch 0; ``set_state`` moves elsewhere.
 
@@ -293,9 +296,10 @@ class EvalIterator:
   Iterating again starts a new pass.
   """
 
-  def __init__(self, records: Sequence[records_lib.Record], *, image_size: Sequence[int],
+  def __init__(self, records: Sequence[image_annotations.Record], *, image_size: Sequence[int],
                max_boxes: int, global_batch: int, scale: Sequence[int], process_index: int = 0,
-               process_count: int = 1, reader: records_lib.ImageReader = records_lib.read_file,
+               process_count: int = 1,
+               reader: image_annotations.ImageReader = image_annotations.read_file,
                num_workers: int = 0, num_threads: int = 2):
     """Plans the batches; loading starts when iteration does.
 

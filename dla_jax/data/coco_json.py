@@ -16,12 +16,11 @@ import math
 import os
 from typing import Any
 
-from absl import logging
 import numpy as np
 from pycocotools import coco as coco_lib
 
 from dla_jax import errors
-from dla_jax.data import records as records_lib
+from dla_jax.data import image_annotations
 
 _REQUIRED = {
     'images': ('id', 'file_name', 'height', 'width'),
@@ -44,14 +43,14 @@ class CocoDataset:
     category_names: C names, in label order.
     coco: pycocotools index of every annotation (crowd included; no segmentations), the ground
       truth for evaluation.
-    reader: reads a record's image (``records.read_file``, or a random-access source's).
+    reader: reads a record's image (``image_annotations.read_file``, or a random-access source's).
   """
   annotations: str
-  records: tuple[records_lib.Record, ...]
+  records: tuple[image_annotations.Record, ...]
   category_ids: np.ndarray
   category_names: tuple[str, ...]
   coco: coco_lib.COCO
-  reader: records_lib.ImageReader = records_lib.read_file
+  reader: image_annotations.ImageReader = image_annotations.read_file
 
 
 def _check_fields(data: Any, path: str) -> None:
@@ -157,7 +156,7 @@ def _check_annotations(anns: list[dict], path: str, image_ids: set[int],
 
 
 def load(images_dir: str, annotations: str,
-         reader: records_lib.ImageReader = records_lib.read_file) -> CocoDataset:
+         reader: image_annotations.ImageReader = image_annotations.read_file) -> CocoDataset:
   """Reads an instances json whose ``file_name`` entries are relative to ``images_dir``.
 
   Annotations without ``iscrowd`` count as not crowd and those without ``area`` get the box
@@ -187,20 +186,20 @@ def load(images_dir: str, annotations: str,
   with contextlib.redirect_stdout(io.StringIO()):  # pycocotools prints progress
     coco.createIndex()
 
-  counts = records_lib.BoxCounts()
+  counts = image_annotations.BoxCounts()
   records = []
   for image_id in sorted(coco.imgs):
     img = coco.imgs[image_id]
     anns = [a for a in coco.imgToAnns.get(image_id, ()) if not a['iscrowd']]
-    boxes, keep = records_lib.clean_boxes(
+    boxes, keep = image_annotations.clean_boxes(
         np.array([a['bbox'] for a in anns], np.float32), img['height'], img['width'], counts)
     labels = np.array([label_of[a['category_id']] for a in anns], np.int32)[keep]
-    records.append(records_lib.Record(
+    records.append(image_annotations.Record(
         image_id=int(image_id), path=os.path.join(images_dir, img['file_name']),
         height=int(img['height']), width=int(img['width']), boxes=boxes, labels=labels,
         source_index=int(img.get('source_index', -1))))
   if counts.degenerate or counts.outside:
-    logging.warning('%s: %s', annotations, counts.message())
+    print(f'{annotations}: {counts.message()}', flush=True)
   return CocoDataset(annotations=annotations, records=tuple(records),
                      category_ids=np.array(cat_ids, np.int64),
                      category_names=tuple(names[i] for i in cat_ids), coco=coco, reader=reader)

@@ -8,7 +8,6 @@ three end up as a COCO json dataset, so the records, transforms and batching are
 
 import os
 
-from absl import logging
 import jax
 import ml_collections
 import numpy as np
@@ -16,13 +15,11 @@ import numpy as np
 from dla_jax import errors
 from dla_jax.data import batching
 from dla_jax.data import coco_json
-from dla_jax.data import records
+from dla_jax.data import image_annotations
 from dla_jax.data import shapes
 from dla_jax.data import tfds_coco
 
-SOURCES = ('shapes', 'coco_json', 'tfds')
 SPLITS = ('train', 'val')
-TFDS_READS = ('data_source', 'export')
 
 
 def data_path(config: ml_collections.ConfigDict, field: str) -> str:
@@ -73,16 +70,11 @@ def dataset_files(config: ml_collections.ConfigDict, split: str) -> tuple[str, s
   if data.source == 'coco_json':
     return (_existing(config, f'{split}_images', folder=True),
             _existing(config, f'{split}_annotations', folder=False))
-  if data.source == 'tfds':
-    args = (data.tfds_name, data_path(config, 'tfds_data_dir'), _tfds_split(config, split),
-            data.cache_dir)
-    if data.tfds_read == 'data_source':
-      return '', tfds_coco.index(*args)
-    if data.tfds_read == 'export':
-      return tfds_coco.export(*args)
-    raise errors.ConfigError(f'data.tfds_read: expected one of {TFDS_READS}, got '
-                             f'{data.tfds_read!r}')
-  raise errors.ConfigError(f'data.source: expected one of {SOURCES}, got {data.source!r}')
+  args = (data.tfds_name, data_path(config, 'tfds_data_dir'), _tfds_split(config, split),
+          data.cache_dir)  # data.source 'tfds'
+  if data.tfds_read == 'data_source':
+    return '', tfds_coco.index(*args)
+  return tfds_coco.export(*args)
 
 
 def load_dataset(config: ml_collections.ConfigDict, split: str) -> coco_json.CocoDataset:
@@ -93,7 +85,7 @@ def load_dataset(config: ml_collections.ConfigDict, split: str) -> coco_json.Coc
   """
   data = config.data
   images, annotations = dataset_files(config, split)
-  reader = records.read_file
+  reader = image_annotations.read_file
   if data.source == 'tfds' and data.tfds_read == 'data_source':
     reader = tfds_coco.SourceImages(data.tfds_name, data_path(config, 'tfds_data_dir'),
                                     _tfds_split(config, split))
@@ -104,27 +96,13 @@ def load_dataset(config: ml_collections.ConfigDict, split: str) -> coco_json.Coc
   return dataset
 
 
-def _check(config: ml_collections.ConfigDict) -> None:
-  data = config.data
-  if data.num_workers < -1:
-    raise errors.ConfigError(f'data.num_workers: {data.num_workers} is not -1 (from the cores), '
-                             '0 (load in this process) or a number of worker processes')
-  if data.num_threads < 0:
-    raise errors.ConfigError(f'data.num_threads: {data.num_threads} is negative')
-  short_max = max(max(data.short_side_range), min(data.scale))
-  if max(data.scale) > max(data.image_size) or short_max > min(data.image_size):
-    raise errors.ConfigError(f'data.scale {tuple(data.scale)} and data.short_side_range '
-                     f'{tuple(data.short_side_range)} give images larger than data.image_size '
-                     f'{tuple(data.image_size)}')
-
-
 def _warn_dropped_boxes(dataset: coco_json.CocoDataset, max_boxes: int) -> None:
   counts = np.array([len(r.labels) for r in dataset.records])
   over = counts > max_boxes
   if over.any():
-    logging.warning('%s: %d images have more than data.max_boxes=%d boxes; the largest are '
-                    'kept and %d boxes are dropped', dataset.annotations, over.sum(), max_boxes,
-                    (counts[over] - max_boxes).sum())
+    print(f'{dataset.annotations}: {over.sum()} images have more than data.max_boxes='
+          f'{max_boxes} boxes; the largest are kept and {(counts[over] - max_boxes).sum()} boxes '
+          'are dropped', flush=True)
 
 
 def train_records(config: ml_collections.ConfigDict,
@@ -143,9 +121,9 @@ def train_records(config: ml_collections.ConfigDict,
     raise errors.DataError(f'{dataset.annotations}: no image has an annotation, so none is left '
                            'to train on (data.filter_empty_gt=True skips images without one)')
   if len(kept) < len(dataset.records):
-    logging.info('%s: training skips %d of %d images that have no annotation '
-                 '(data.filter_empty_gt)', dataset.annotations, len(dataset.records) - len(kept),
-                 len(dataset.records))
+    print(f'{dataset.annotations}: training skips {len(dataset.records) - len(kept)} of '
+          f'{len(dataset.records)} images that have no annotation (data.filter_empty_gt)',
+          flush=True)
   return kept
 
 
@@ -158,7 +136,6 @@ def make_train_iterator(config: ml_collections.ConfigDict, *, process_index: int
     process_index: this process (default ``jax.process_index()``).
     process_count: number of processes (default ``jax.process_count()``).
   """
-  _check(config)
   dataset = load_dataset(config, 'train')
   _warn_dropped_boxes(dataset, config.data.max_boxes)
   return batching.TrainIterator(
@@ -188,7 +165,6 @@ def make_eval_iterator(config: ml_collections.ConfigDict, split: str = 'val', *,
     process_index: this process (default ``jax.process_index()``).
     process_count: number of processes (default ``jax.process_count()``).
   """
-  _check(config)
   dataset = load_dataset(config, split)
   iterator = batching.EvalIterator(
       dataset.records, image_size=config.data.image_size, max_boxes=config.data.max_boxes,

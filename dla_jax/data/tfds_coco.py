@@ -33,7 +33,7 @@ from PIL import Image
 
 from dla_jax import errors
 from dla_jax.data import cache
-from dla_jax.data import records as records_lib
+from dla_jax.data import image_annotations
 
 # COCO's category id of each of the 80 TFDS labels (TFDS numbers them in increasing id order).
 COCO_CATEGORY_IDS = (
@@ -166,10 +166,10 @@ class SourceImages:
   def __getstate__(self) -> dict:
     return {'_args': self._args, '_source': None}
 
-  def __call__(self, record: records_lib.Record) -> Image.Image:
+  def __call__(self, record: image_annotations.Record) -> Image.Image:
     if self._source is None:
       self._source = data_source(*self._args)
-    return records_lib.read_image(record.path, f'image {record.image_id}',
+    return image_annotations.read_image(record.path, f'image {record.image_id}',
                                   data=self._source[record.source_index]['image'])
 
 

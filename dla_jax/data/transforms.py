@@ -1,8 +1,8 @@
-"""Per-image transforms: aspect-keeping resize, horizontal flip, box padding, normalisation.
+"""Per-image transforms: aspect-keeping resize, horizontal flip, box padding.
 
 Images are decoded, resized and flipped on the host with Pillow (C code that releases the GIL,
-so a thread pool scales across cores) and sent to the devices as uint8; ``normalize`` turns them
-into ImageNet-normalised float32 on the device, which cuts host-to-device traffic by four.
+so a thread pool scales across cores) and sent to the devices as uint8; the detector normalises
+them on the device (``models.detector.normalize``), which cuts host-to-device traffic by four.
 
 Boxes are continuous pixel coordinates, (x1, y1, x2, y2) with the image spanning [0, W] x [0, H].
 Pillow maps output pixel centres ``(i + 0.5) * in / out`` back onto the input, so resizing an
@@ -11,14 +11,8 @@ image to ``(new_h, new_w)`` maps a box exactly by the factors ``new_w / W`` and 
 
 from typing import Sequence
 
-import jax.numpy as jnp
 import numpy as np
 from PIL import Image
-
-# ImageNet statistics of RGB pixels in 0..255 (the torchvision / MMDetection values).
-IMAGENET_MEAN = (123.675, 116.28, 103.53)
-IMAGENET_STD = (58.395, 57.12, 57.375)
-
 
 def rescale_size(height: int, width: int, scale: Sequence[int]) -> tuple[int, int]:
   """The largest (height, width) keeping the aspect ratio within ``scale``.
@@ -129,20 +123,3 @@ def pad_boxes(boxes: np.ndarray, labels: np.ndarray,
   out_labels = np.zeros(max_boxes, np.int32)
   out_boxes[:n], out_labels[:n] = boxes, labels
   return out_boxes, out_labels, np.arange(max_boxes) < n
-
-
-def normalize(images: jnp.ndarray, image_hw: jnp.ndarray) -> jnp.ndarray:
-  """ImageNet-normalises a batch on the device and zeroes the padding (MMDetection's order).
-
-  Args:
-    images: [B, H, W, 3] uint8 RGB, each image in its top-left corner.
-    image_hw: [B, 2] int32, the (height, width) of each image before padding.
-
-  Returns:
-    [B, H, W, 3] float32, ``(pixel - mean) / std`` inside each image and 0 in the padding.
-  """
-  x = (images.astype(jnp.float32) - jnp.asarray(IMAGENET_MEAN)) / jnp.asarray(IMAGENET_STD)
-  _, h, w, _ = images.shape
-  inside = ((jnp.arange(h)[None, :, None] < image_hw[:, 0, None, None]) &
-            (jnp.arange(w)[None, None, :] < image_hw[:, 1, None, None]))
-  return jnp.where(inside[..., None], x, 0.0)

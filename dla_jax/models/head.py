@@ -19,11 +19,6 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from dla_jax import errors
-
-PRIOR_MODES = ('point', 'anchor')
-HEADS = ('dla', 'atss')
-
 
 def _conv(features: int, kernel: int, dtype: Any, name: str, use_bias: bool = True,
           bias: float = 0.0, conv_general_dilated: Callable | None = None) -> nn.Conv:
@@ -90,10 +85,6 @@ class DetectionHead(nn.Module):
       cls_logits [B, N, C], box_reg [B, N, 4], quality_logits [B, N] (the metric for 'dla',
       the centerness for 'atss').
     """
-    if self.prior_mode not in PRIOR_MODES:
-      raise errors.ConfigError(f'model.prior: {self.prior_mode!r} is not one of {PRIOR_MODES}')
-    if self.quality not in HEADS:
-      raise errors.ConfigError(f'model.head: {self.quality!r} is not one of {HEADS}')
     if len(pyramid) != self.num_levels:
       raise ValueError(f'head expects {self.num_levels} levels, got {len(pyramid)}')
     bias = -math.log((1 - self.prior_prob) / self.prior_prob)

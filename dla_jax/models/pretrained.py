@@ -21,7 +21,6 @@ from typing import Any, Mapping
 
 from flax import traverse_util
 import jax
-import ml_collections
 import numpy as np
 import orbax.checkpoint as ocp
 
@@ -60,48 +59,6 @@ IMAGENET_WEIGHTS = {
                          'resnext101_64x4d-173b62eb.pth, IMAGENET1K_V1, comes from a different, '
                          'newer recipe)'),
 }
-
-
-def _frozen_parts(frozen_stages: int) -> str:
-  """0 -> 'stem', 1 -> 'stem and stage 1', 3 -> 'stem and stages 1-3'."""
-  if frozen_stages == 0:
-    return 'stem'
-  if frozen_stages == 1:
-    return 'stem and stage 1'
-  return f'stem and stages 1-{frozen_stages}'
-
-
-def check_backbone_init(model_config: ml_collections.ConfigDict) -> None:
-  """Raises ConfigError when the backbone freezes parts of itself (``backbone_norm`` 'bn_eval' or
-  'frozen_bn', or ``frozen_stages`` >= 0) but ``backbone_init`` gives it no weights, so that
-  those parts would keep their random initial values; or when weights are given to a backbone
-  without BatchNorm (``backbone_norm`` 'group_norm'). Reads no file and needs no torch.
-  """
-  m = model_config
-  resnet.get_spec(m.backbone)  # names the field on an unknown architecture
-  if m.backbone_init and m.backbone_norm == 'group_norm':
-    raise errors.ConfigError(
-        f"model.backbone_norm: {m.backbone_norm!r} has no BatchNorm statistics to take the "
-        f"ImageNet weights of {BACKBONE_INIT}={m.backbone_init!r}; use 'bn_eval' or "
-        f"'frozen_bn', or set "
-        f"{BACKBONE_INIT}='' to train from scratch")
-  frozen = []
-  if m.backbone_norm in ('bn_eval', 'frozen_bn'):
-    frozen.append(f"model.backbone_norm={m.backbone_norm!r} freezes its BatchNorm statistics at "
-                  'the identity')
-  if m.frozen_stages >= 0:
-    frozen.append(f'model.frozen_stages={m.frozen_stages} freezes its '
-                  f'{_frozen_parts(m.frozen_stages)}')
-  if m.backbone_init or not frozen:
-    return
-  file, what = IMAGENET_WEIGHTS[m.backbone]
-  raise errors.ConfigError(
-      f'{BACKBONE_INIT}: empty, so the {m.backbone} backbone starts from random weights, but '
-      f'{" and ".join(frozen)}: these parts would never learn. Start it from ImageNet weights: '
-      f'{file}, {what}. Convert the file once with `dla-import-torchvision --arch {m.backbone} '
-      f'--state_dict {file} --out DIR` and set --config.{BACKBONE_INIT}=DIR, or set '
-      f'--config.{BACKBONE_INIT}={file} to convert it at every start (needs torch). To train '
-      "from scratch instead, set model.backbone_norm='group_norm' and model.frozen_stages=-1.")
 
 
 def _torch_module_name(flax_path: tuple[str, ...]) -> str:

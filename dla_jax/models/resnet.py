@@ -25,11 +25,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from dla_jax import errors
-from dla_jax.models import fusion_barrier
 
 BN_EPS = 1e-5  # torchvision's BatchNorm2d and FrozenBatchNorm2d.
-NORMS = ('bn_eval', 'frozen_bn', 'group_norm')
 
 
 @dataclasses.dataclass(frozen=True)
@@ -49,14 +46,6 @@ ARCHITECTURES = {
     'resnext101_32x4d': ResNetSpec(True, (3, 4, 23, 3), groups=32, width_per_group=4),
     'resnext101_64x4d': ResNetSpec(True, (3, 4, 23, 3), groups=64, width_per_group=4),
 }
-
-
-def get_spec(name: str) -> ResNetSpec:
-  """The spec of backbone ``name``; raises ValueError naming the known ones."""
-  if name not in ARCHITECTURES:
-    raise errors.ConfigError(f'model.backbone: unknown architecture {name!r}; '
-                             f'known: {", ".join(sorted(ARCHITECTURES))}')
-  return ARCHITECTURES[name]
 
 
 def _conv(features: int, kernel: int, stride: int, groups: int = 1, name: str | None = None, *,
@@ -103,13 +92,14 @@ class BasicBlock(nn.Module):
   norm: Callable[..., nn.Module]
 
   @nn.compact
-  def __call__(self, x: jax.Array, one: jax.Array | None = None) -> jax.Array:
-    """x: [B, H, W, C] -> [B, H/stride, W/stride, planes]; ``one``: see ``_block_output``."""
+  def __call__(self, x: jax.Array, finish: Callable | None = None) -> jax.Array:
+    """x: [B, H, W, C] -> [B, H/stride, W/stride, planes]; ``finish``: see ``_block_output``."""
     y = self.conv(self.planes, 3, self.stride, name='conv1')(x)
     y = nn.relu(self.norm(name='bn1')(y))
     y = self.conv(self.planes, 3, 1, name='conv2')(y)
     y = self.norm(name='bn2')(y)
-    return _block_output(y + _shortcut(x, self.planes, self.stride, self.conv, self.norm), one)
+    return _block_output(y + _shortcut(x, self.planes, self.stride, self.conv, self.norm),
+                         finish)
 
 
 class Bottleneck(nn.Module):
@@ -122,8 +112,8 @@ class Bottleneck(nn.Module):
   width_per_group: int = 64
 
   @nn.compact
-  def __call__(self, x: jax.Array, one: jax.Array | None = None) -> jax.Array:
-    """x: [B, H, W, C] -> [B, H/stride, W/stride, 4 planes]; ``one``: see ``_block_output``."""
+  def __call__(self, x: jax.Array, finish: Callable | None = None) -> jax.Array:
+    """x: [B, H, W, C] -> [B, H/stride, W/stride, 4 planes]; ``finish``: see ``_block_output``."""
     width = self.planes * self.width_per_group // 64 * self.groups
     y = self.conv(width, 1, 1, name='conv1')(x)
     y = nn.relu(self.norm(name='bn1')(y))
@@ -132,14 +122,13 @@ class Bottleneck(nn.Module):
     y = self.conv(self.planes * 4, 1, 1, name='conv3')(y)
     y = self.norm(name='bn3')(y)
     return _block_output(y + _shortcut(x, self.planes * 4, self.stride, self.conv, self.norm),
-                         one)
+                         finish)
 
 
-def _block_output(residual_sum: jax.Array, one: jax.Array | None) -> jax.Array:
-  """ReLU of a block's residual sum, behind a fusion barrier when ``one`` (a runtime 1) is
-  given, so that the next block reads it instead of recomputing the stage's residual chain."""
+def _block_output(residual_sum: jax.Array, finish: Callable | None) -> jax.Array:
+  """ReLU of a block's residual sum, then ``finish`` when given (``ResNet.block_output``)."""
   y = nn.relu(residual_sum)
-  return y if one is None else fusion_barrier.barrier(y, one)
+  return y if finish is None else finish(y)
 
 
 def _shortcut(x: jax.Array, features: int, stride: int, conv: Callable[..., nn.Conv],
@@ -165,8 +154,9 @@ class ResNet(nn.Module):
       from scratch); see the module docstring.
     gn_groups: GroupNorm groups when ``norm='group_norm'``.
     dtype: compute dtype.
-    conv_general_dilated: the convolution (``models.conv``), None for ``lax``'s.
-    fusion_barriers: put each block's output behind a ``models.fusion_barrier`` (for XLA:CPU).
+    conv_general_dilated: the convolution, None for ``lax``'s (``dla_jax.cpu.ModelOptions``).
+    block_output: given the stem's output, the function applied to each block's output; None
+      for none (``dla_jax.cpu.ModelOptions``).
   """
   arch: str
   width: int = 64
@@ -175,24 +165,22 @@ class ResNet(nn.Module):
   gn_groups: int = 32
   dtype: Any = jnp.float32
   conv_general_dilated: Callable | None = None
-  fusion_barriers: bool = False
+  block_output: Callable | None = None
 
   @nn.compact
   def __call__(self, images: jax.Array) -> list[jax.Array]:
     """images: [B, H, W, 3] -> [C3 [B, H/8, W/8, *], C4 [B, H/16, ...], C5 [B, H/32, ...]]."""
-    spec = get_spec(self.arch)
-    if self.norm in ('bn_eval', 'frozen_bn'):
-      norm = functools.partial(FrozenBatchNorm, self.dtype, self.norm == 'bn_eval')
-    elif self.norm == 'group_norm':
+    spec = ARCHITECTURES[self.arch]
+    if self.norm == 'group_norm':
       norm = functools.partial(nn.GroupNorm, self.gn_groups, dtype=self.dtype)
     else:
-      raise errors.ConfigError(f'model.backbone_norm: {self.norm!r} is not one of {NORMS}')
+      norm = functools.partial(FrozenBatchNorm, self.dtype, self.norm == 'bn_eval')
     conv = functools.partial(_conv, dtype=self.dtype,
                              conv_general_dilated=self.conv_general_dilated)
     x = conv(self.width, 7, 2, name='conv1')(images.astype(self.dtype))
     x = nn.relu(norm(name='bn1')(x))
     x = nn.max_pool(x, (3, 3), (2, 2), padding=((1, 1), (1, 1)))
-    one = fusion_barrier.runtime_one(x) if self.fusion_barriers else None
+    finish = self.block_output(x) if self.block_output else None
     if self.frozen_stages >= 0:
       x = jax.lax.stop_gradient(x)
     features = []
@@ -203,9 +191,9 @@ class ResNet(nn.Module):
         name = f'layer{stage + 1}_{i}'
         if spec.bottleneck:
           x = Bottleneck(planes, stride, conv, norm, spec.groups, spec.width_per_group,
-                         name=name)(x, one)
+                         name=name)(x, finish)
         else:
-          x = BasicBlock(planes, stride, conv, norm, name=name)(x, one)
+          x = BasicBlock(planes, stride, conv, norm, name=name)(x, finish)
       if stage + 1 <= self.frozen_stages:
         x = jax.lax.stop_gradient(x)
       features.append(x)

@@ -1,0 +1,1 @@
+"""Command-line tools beside training: weight import, model summary, benchmarks, step cost."""

@@ -4,7 +4,7 @@ detections against a synthetic ground truth, with each backend of ``evaluation.c
   python -m dla_jax.tools.bench_eval [--num_images 5000]
 
 Per backend: loading the results (``loadRes``) with evaluate, accumulate and summarize, as
-``train.evaluate`` runs them; and writing the results json, which evaluation also does.
+``evaluation.evaluate`` runs them; and writing the results json, which evaluation also does.
 """
 
 import tempfile
@@ -15,6 +15,7 @@ import numpy as np
 from pycocotools import coco as coco_lib
 
 from dla_jax import cli
+from dla_jax import config_check
 from dla_jax import evaluation
 
 _NUM_IMAGES = flags.DEFINE_integer('num_images', 5000, 'Images of the synthetic ground truth.')
@@ -63,7 +64,7 @@ def main(argv):
     start = time.perf_counter()
     evaluation.write_results(results, f'{tmp}/results.json')
     print(f'| write the results json | {time.perf_counter() - start:.1f} | |')
-  for backend in evaluation.BACKENDS:
+  for backend in config_check.CHOICES['evaluation.backend']:
     start = time.perf_counter()
     metrics = evaluation.coco_metrics(truth, results, backend=backend)
     print(f'| {backend}: load, evaluate, accumulate, summarize | '

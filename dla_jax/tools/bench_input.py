@@ -33,7 +33,6 @@ from PIL import Image
 
 from dla_jax import cli
 from dla_jax import step as step_lib
-from dla_jax import train
 from dla_jax.data import loading
 from dla_jax.data import pipeline
 
@@ -129,7 +128,7 @@ def host_work(config: ml_collections.ConfigDict, num_batches: int) -> dict[str, 
 
   iterator = pipeline.make_train_iterator(config, process_index=0, process_count=1)
   parts = host_loop_ms(lambda: next(iterator),
-                       put_fields(step_lib.batch_sharding(mesh), train.TRAIN_FIELDS), read,
+                       put_fields(step_lib.batch_sharding(mesh), step_lib.TRAIN_FIELDS), read,
                        num_batches)
   iterator.close()
   return parts

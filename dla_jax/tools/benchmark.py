@@ -56,12 +56,12 @@ import numpy as np
 
 from dla_jax import assign as assign_lib
 from dla_jax import cli
+from dla_jax import config_check
+from dla_jax import cpu
 from dla_jax import deploy
-from dla_jax import host_memory
 from dla_jax import optim
 from dla_jax import serving
 from dla_jax import step as step_lib
-from dla_jax import train as train_lib
 from dla_jax.data import loading
 from dla_jax.models import detector
 from dla_jax.tools import accelerator_suite
@@ -83,7 +83,7 @@ _PARTS = flags.DEFINE_list('parts', ['train', 'infer', 'assign', 'input', 'fcos'
                            f'What to time: {", ".join(PARTS)}.')
 _KEEP_FREED_MEMORY = flags.DEFINE_bool(
     'keep_freed_memory', True, 'Keep the memory XLA:CPU frees for its next call '
-    '(dla_jax/host_memory.py), for both contenders, as dla_jax.main does by default; '
+    '(dla_jax/cpu/host_memory.py), for both contenders, as dla_jax.main does by default; '
     '--nokeep_freed_memory times without it.')
 _FCOS_VARIANT = flags.DEFINE_enum('fcos_variant', 'no_weights',
                                   ['no_weights', 'imagenet_recipe', 'both'],
@@ -174,12 +174,12 @@ def dla_calls(config: ml_collections.ConfigDict, batch: dict[str, np.ndarray],
   mesh = step_lib.make_mesh(jax.local_devices())
   model = detector.build_detector(config)
   variables = detector.init_variables(model, config, jax.random.key(0))
-  tx = optim.make_optimizer(config, variables['params'], TRAIN_STEPS_PER_EPOCH)
+  tx = optim.make_optimizer(config, model.trainable(variables['params']), TRAIN_STEPS_PER_EPOCH)
   on_device = {k: jax.device_put(v, step_lib.batch_sharding(mesh)) for k, v in batch.items()}
   state = jax.device_put(step_lib.create_train_state(variables, tx), step_lib.replicated(mesh))
   calls, info = {}, {}
   if 'train' in parts:
-    train_batch = {k: on_device[k] for k in train_lib.TRAIN_FIELDS}
+    train_batch = {k: on_device[k] for k in step_lib.TRAIN_FIELDS}
     step, info['train_compile_s'] = _compile(step_lib.jit_train_step(
         mesh, model=model, tx=tx, config=config, steps_per_epoch=TRAIN_STEPS_PER_EPOCH),
         state, train_batch)
@@ -197,7 +197,7 @@ def dla_calls(config: ml_collections.ConfigDict, batch: dict[str, np.ndarray],
 
     calls['train'] = train_call
   if 'infer' in parts:
-    eval_batch = {k: on_device[k] for k in train_lib.EVAL_FIELDS}
+    eval_batch = {k: on_device[k] for k in step_lib.EVAL_FIELDS}
     infer, info['infer_compile_s'] = _compile(
         step_lib.jit_eval_step(mesh, model=model, config=config), state.params,
         state.batch_stats, eval_batch)
@@ -220,7 +220,7 @@ def host_ms_per_step(step, state: step_lib.TrainState, batch: dict[str, np.ndarr
 
   ms = bench_input.host_loop_ms(
       lambda: batch, bench_input.put_fields(step_lib.batch_sharding(mesh),
-                                            train_lib.TRAIN_FIELDS), run_step, num_steps)
+                                            step_lib.TRAIN_FIELDS), run_step, num_steps)
   return state, ms
 
 
@@ -234,7 +234,7 @@ def time_deploy(config: ml_collections.ConfigDict, batch: dict[str, np.ndarray],
   model = detector.build_detector(config)
   variables = detector.init_variables(model, config, jax.random.key(0))
   batch_stats = variables.get('batch_stats', {})
-  inputs = {k: batch[k] for k in train_lib.EVAL_FIELDS}
+  inputs = {k: batch[k] for k in step_lib.EVAL_FIELDS}
   with tempfile.TemporaryDirectory() as tmp:
     folder = pathlib.Path(tmp) / 'export'
     start = time.perf_counter()
@@ -468,11 +468,11 @@ def main(argv):
     accelerator_suite.main(_OUT.value, _TIME_BUDGET.value, _CONFIG.value)
     return
   if _KEEP_FREED_MEMORY.value:
-    host_memory.keep_freed_memory()  # before JAX starts its backend
+    cpu.keep_freed_memory()  # before JAX starts its backend
   hw = tuple(int(s) for s in _IMAGE_SIZE.value)
   batch_size = _PER_DEVICE_BATCH.value * jax.local_device_count() or _BATCH.value
   config = benchmark_config(_CONFIG.value, hw, batch_size, _GTS.value, _DTYPE.value)
-  train_lib.check_config(config, jax.local_device_count())
+  config_check.check(config, jax.local_device_count(), training=False)  # no weights needed
   parts = set(_PARTS.value)
   unknown = parts - set(PARTS)
   if unknown:

@@ -52,9 +52,9 @@ import ml_collections
 import numpy as np
 
 from dla_jax import cli
+from dla_jax import config_check
 from dla_jax import optim
 from dla_jax import step as step_lib
-from dla_jax import train as train_lib
 from dla_jax.models import detector
 
 
@@ -113,13 +113,13 @@ def compile_step(config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh):
   config's global batch and padded size, with the graph a GPU runs."""
   model = detector.build_detector(config, backend='gpu')
   variables = detector.abstract_variables(model)
-  tx = optim.make_optimizer(config, variables['params'], STEPS_PER_EPOCH)
+  tx = optim.make_optimizer(config, model.trainable(variables['params']), STEPS_PER_EPOCH)
   state = jax.eval_shape(lambda v: step_lib.create_train_state(v, tx), variables)
   b, (h, w), g = config.train.global_batch, config.data.image_size, config.data.max_boxes
   batch = {'images': ((b, h, w, 3), jnp.uint8), 'image_hw': ((b, 2), jnp.int32),
            'boxes': ((b, g, 4), jnp.float32), 'labels': ((b, g), jnp.int32),
            'valid': ((b, g), jnp.bool_)}
-  batch = {k: jax.ShapeDtypeStruct(*batch[k]) for k in train_lib.TRAIN_FIELDS}
+  batch = {k: jax.ShapeDtypeStruct(*batch[k]) for k in step_lib.TRAIN_FIELDS}
   jitted = step_lib.jit_train_step(mesh, model=model, tx=tx, config=config,
                                    steps_per_epoch=STEPS_PER_EPOCH)
   start = time.perf_counter()
@@ -216,7 +216,7 @@ def main(argv):
         f'step_cost needs {devices} CPU devices; JAX has {jax.device_count()} '
         f'{jax.default_backend()} devices. Run it as python -m dla_jax.tools.step_cost.')
   config = flags.FLAGS.config
-  train_lib.check_config(config, devices)
+  config_check.check(config, devices, training=False)  # costs need no ImageNet weights
   mesh = step_lib.make_mesh(jax.devices())
   forward = detector.forward_flops(config)
   costs = []

@@ -11,7 +11,7 @@ speed (256 -> 64 at 2 x 128 x 128: 53 ms forward and 296 ms with both gradients,
 - 1x1 ungrouped convolutions are a 2-D matmul over the (strided) positions, and so are their
   gradients;
 - 3x3, stride-1, ungrouped convolutions (the head's towers, the FPN's outputs, most of the
-  backbone's 3x3s) use Winograd's F(4x4, 3x3) (``models.winograd``): 2.25 multiplies per output
+  backbone's 3x3s) use Winograd's F(4x4, 3x3) (``cpu.winograd``): 2.25 multiplies per output
   instead of 9, in the forward pass and in both gradients;
 - for the other convolutions, the kernel gradient is one matmul per kernel tap,
 
@@ -25,27 +25,25 @@ speed (256 -> 64 at 2 x 128 x 128: 53 ms forward and 296 ms with both gradients,
     3x3, 128 -> 128, 2 x 64 x 64: 0.52     3x3, 128 -> 128, 16 x 16 x 16: 1.22
     3x3, 64 -> 64, 2 x 64 x 64: 1.20       3x3, 64 -> 64, 2 x 128 x 128: 1.02
 
-``model.conv_impl`` chooses (``implementation``). 'auto' picks, on CPU: the matmul for 1x1
-convolutions; Winograd for float32 3x3 stride-1 ones with enough output tiles to pay for
-transforming the kernel (``MIN_TILES_PER_WEIGHT``) and enough work to pay for its longer
-compilation (``MIN_WINOGRAD_MACS``); the matmul kernel gradient for other ones
-with at least ``MIN_CHANNELS`` input (per group) and output channels and ``MIN_WORK`` =
-C_in/groups * C_out * output positions; XLA's own otherwise. On GPU and TPU it is XLA's own
-everywhere, as its convolutions are fast there. 'winograd' uses Winograd for every 3x3 stride-1
+``model.conv_impl`` chooses (``implementation``). 'auto' picks: the matmul for 1x1 convolutions;
+Winograd for float32 3x3 stride-1 ones with enough output tiles to pay for transforming the
+kernel (``MIN_TILES_PER_WEIGHT``) and enough work to pay for its longer compilation
+(``MIN_WINOGRAD_MACS``); the matmul kernel gradient for other ones with at least
+``MIN_CHANNELS`` input (per group) and output channels and ``MIN_WORK`` = C_in/groups * C_out *
+output positions; XLA's own otherwise. 'winograd' uses Winograd for every 3x3 stride-1
 convolution, the matmul for 1x1 ones and XLA's own for the rest; 'matmul' the matmul kernel
-gradient for every convolution; 'xla' XLA's alone. ``conv_function`` gives the function for
-Flax's ``nn.Conv(conv_general_dilated=...)``.
+gradient for every convolution. ``dla_jax.cpu.model_options`` hands ``conv_general_dilated`` to
+Flax's ``nn.Conv`` on the CPU only: on GPU and TPU XLA's convolutions are fast.
 """
 
 import functools
-from typing import Any, Callable, Sequence
+from typing import Any, Sequence
 
 import jax
 import jax.numpy as jnp
 from jax import lax
 
-from dla_jax import errors
-from dla_jax.models import winograd
+from dla_jax.cpu import winograd
 
 CONV_IMPLS = ('auto', 'winograd', 'matmul', 'xla')
 MIN_CHANNELS = 128
@@ -62,16 +60,6 @@ MIN_WORK = 2**27
 MIN_TILES_PER_WEIGHT = 1 / 1024
 MIN_WINOGRAD_MACS = 2**27
 _NHWC = ('NHWC', 'HWIO', 'NHWC')
-
-
-def conv_function(conv_impl: str, backend: str | None = None) -> Callable | None:
-  """The convolution for ``model.conv_impl`` on ``backend`` (default JAX's); None is ``lax``'s
-  own."""
-  if conv_impl not in CONV_IMPLS:
-    raise errors.ConfigError(f'model.conv_impl: {conv_impl!r} is not one of {CONV_IMPLS}')
-  if conv_impl == 'xla' or (conv_impl == 'auto' and (backend or jax.default_backend()) != 'cpu'):
-    return None
-  return functools.partial(conv_general_dilated, impl=conv_impl)
 
 
 def _winograd_applies(kernel_shape: Sequence[int], strides: tuple[int, int],

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from jax import lax
 
-from dla_jax.models import winograd
+from dla_jax.cpu import winograd
 
 
 def _reference(x, w, padding):

@@ -7,7 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from dla_jax.models import fusion_barrier
+from dla_jax.cpu import fusion_barrier
 from dla_jax.models import resnet
 
 
@@ -65,7 +65,7 @@ def test_barrier_stops_xla_cpu_recomputing_a_residual_chain():
 def test_resnet_output_unchanged_by_fusion_barriers():
   images = jax.random.uniform(jax.random.key(1), (2, 64, 64, 3))
   plain = resnet.ResNet('resnet50', width=8)
-  barred = resnet.ResNet('resnet50', width=8, fusion_barriers=True)
+  barred = resnet.ResNet('resnet50', width=8, block_output=fusion_barrier.block_output)
   variables = plain.init(jax.random.key(0), images)
   want = jax.jit(plain.apply)(variables, images)
   got = jax.jit(barred.apply)(variables, images)

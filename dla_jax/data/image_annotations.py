@@ -1,4 +1,5 @@
-"""The per-image record every source yields, box cleaning, and image reading with clear errors.
+"""One image's annotations (the ``Record`` every source yields), box cleaning, and image reading
+with clear errors.
 
 A record describes one image of a dataset in its original pixels: where the image is, the size
 the annotations state, and its training targets. Crowd regions are not targets (COCO keeps them

@@ -13,18 +13,17 @@ import platform
 import subprocess
 import sys
 
-from absl import logging
 import jax
 import pytest
 
-from dla_jax import host_memory
+from dla_jax.cpu import host_memory
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 # 256 MiB allocated and freed per call: a matmul's [65536, 1024] float32 output, dropped.
 _PROGRAM = """
 import resource, sys
-from dla_jax import host_memory
+from dla_jax.cpu import host_memory
 if sys.argv[1] == 'keep':
   host_memory.keep_freed_memory()
 import jax
@@ -57,7 +56,7 @@ def test_kept_memory_stops_the_page_faults_of_each_call():
 
 
 @pytest.mark.parametrize('where', ['no_libc', 'macos', 'musl', 'gpu_plugin', 'jax_platforms'])
-def test_keeping_freed_memory_elsewhere_changes_nothing_and_says_why(where, monkeypatch):
+def test_keeping_freed_memory_elsewhere_changes_nothing_and_says_why(where, monkeypatch, capsys):
   if where == 'no_libc':
     def missing(name):
       raise OSError(f'{name}: cannot open shared object file')
@@ -72,9 +71,8 @@ def test_keeping_freed_memory_elsewhere_changes_nothing_and_says_why(where, monk
   else:
     monkeypatch.setenv('JAX_PLATFORMS', 'cuda,cpu')
   monkeypatch.setattr(jax.config, 'update', _must_not_be_called)
-  lines = []
-  monkeypatch.setattr(logging, 'info', lambda message, *args: lines.append(message % args))
   assert host_memory.keep_freed_memory() is False
+  lines = capsys.readouterr().out.splitlines()
   assert len(lines) == 1 and lines[0].startswith('keep_freed_memory: not kept, '), lines
   expected = {'no_libc': 'cannot be loaded', 'macos': 'not glibc (darwin', 'musl': 'not glibc',
               'gpu_plugin': 'accelerator', 'jax_platforms': 'accelerator'}[where]

@@ -5,7 +5,7 @@ after it. glibc serves blocks that large with mmap and unmaps them on free. So e
 in fresh pages, which the kernel zeroes first. On the 2-core development machine (R50-FPN at
 512 x 512, batch 2, float32, 2026-11-28):
 
-- an inference call faulted 61,900 pages (242 MiB; 80,000 before ``models.fusion_barrier``)
+- an inference call faulted 61,900 pages (242 MiB; 80,000 before ``cpu.fusion_barrier``)
   and spent 0.10 s of CPU in the kernel;
 - a train step faulted 351,500 pages (1.37 GiB) and spent 0.55 s there.
 
@@ -30,7 +30,7 @@ CPU call (the input pipeline loads in its own threads, so training loses no over
 single-device CPU programs called from the main thread gain; multi-device CPU programs still
 run on worker threads. On GPU and TPU device memory is not malloc's, so it buys nothing there
 and would only pin the host process at its peak heap: ``keep_freed_memory`` acts only on Linux
-with glibc when JAX computes on the CPU, and says in one log line why it did nothing elsewhere.
+with glibc when JAX computes on the CPU, and says in one line why it did nothing elsewhere.
 """
 
 import ctypes
@@ -40,7 +40,6 @@ import os
 import platform
 import sys
 
-from absl import logging
 import jax
 
 # mallopt's parameters, from glibc's malloc.h.
@@ -72,7 +71,7 @@ def keep_freed_memory() -> bool:
   """Has the main thread's CPU calls reuse freed memory: no mmap, no trimming, inline dispatch.
 
   Acts only on Linux with glibc when JAX will compute on the CPU; elsewhere, or when glibc
-  refuses a setting, it logs one line saying why and changes nothing. Never raises. Call it
+  refuses a setting, it prints one line saying why and changes nothing. Never raises. Call it
   before JAX starts its backend (before the first computation or device query), and make the
   calls that should gain from the main thread. Process-wide and irreversible.
 
@@ -93,7 +92,7 @@ def keep_freed_memory() -> bool:
         why = f'mallopt refused {name} = {value}'
         break
   if why is not None:
-    logging.info('keep_freed_memory: not kept, %s', why)
+    print(f'keep_freed_memory: not kept, {why}', flush=True)
     return False
   jax.config.update('jax_cpu_enable_async_dispatch', False)
   return True

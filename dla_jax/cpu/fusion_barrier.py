@@ -17,9 +17,11 @@ Measured on the 2-core Xeon (AVX-512), R50-FPN inference at 512 x 512, batch 2, 
 2026-11-28 (with and without, interleaved, 7 rounds, two runs): 687 against 721 ms and 735
 against 756 ms with a barrier after every backbone block; the train step was unchanged (2129
 against 2159 ms, within its spread). Barriers after the head's tower layers bought nothing
-(706 against 702 ms). ``ResNet(fusion_barriers=True)`` puts them in, on CPU only
-(``models.detector``): XLA:GPU's fusion is another pass, not measured here.
+(706 against 702 ms). ``block_output`` is what ``dla_jax.cpu.model_options`` gives the ResNet on
+the CPU only: XLA:GPU's fusion is another pass, not measured here.
 """
+
+from typing import Callable
 
 import jax
 import jax.numpy as jnp
@@ -43,3 +45,10 @@ def barrier(x: jax.Array, one: jax.Array) -> jax.Array:
   x: any shape; one: a scalar from ``runtime_one``, of x's dtype.
   """
   return x / one
+
+
+def block_output(stem_output: jax.Array) -> Callable[[jax.Array], jax.Array]:
+  """The function ``ResNet`` applies to each block's output: a ``barrier`` whose 1 is made once,
+  from the stem's output [B, H, W, C]."""
+  one = runtime_one(stem_output)
+  return lambda x: barrier(x, one)

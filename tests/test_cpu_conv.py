@@ -9,7 +9,9 @@ import pytest
 from jax import lax
 
 from dla_jax.configs import shapes_tiny
-from dla_jax.models import conv
+from dla_jax import cpu
+from dla_jax.cpu import conv
+from dla_jax.cpu import fusion_barrier
 from dla_jax.models import detector
 
 
@@ -69,7 +71,7 @@ def test_detector_gradients_match_float64_with_every_implementation(monkeypatch)
   ResNet stage, while Winograd's is within 3e-5."""
   monkeypatch.setitem(detector.DTYPES, 'float64', jnp.float64)
   rng = np.random.default_rng(0)
-  images = rng.uniform(size=(2, 64, 64, 3))
+  images = rng.uniform(0, 255, size=(2, 64, 64, 3))  # pixels, as the detector takes them
   config = shapes_tiny.get_config()
 
   def gradients(impl, dtype):
@@ -102,8 +104,6 @@ def test_unsupported_convolutions_and_settings_are_named():
     conv.conv_general_dilated(x, w, (1, 1), 'SAME', rhs_dilation=(2, 2))
   with pytest.raises(ValueError, match='only NHWC/HWIO'):
     conv.conv_general_dilated(x, w, (1, 1), 'SAME', dimension_numbers=('NCHW', 'OIHW', 'NCHW'))
-  with pytest.raises(ValueError, match="model.conv_impl: 'fast' is not one of"):
-    conv.conv_function('fast')
 
 
 def _auto(x_shape, w_shape, stride=1, dtype=jnp.float32):
@@ -113,8 +113,6 @@ def _auto(x_shape, w_shape, stride=1, dtype=jnp.float32):
 
 
 def test_auto_picks_each_implementation_where_it_pays():
-  assert conv.conv_function('auto').func is conv.conv_general_dilated  # the tests run on CPU
-  assert conv.conv_function('xla') is None
   assert _auto((2, 128, 128, 256), (1, 1, 256, 64)) == 'pointwise'
   assert _auto((2, 128, 128, 256), (1, 1, 256, 512), stride=2) == 'pointwise'
   assert _auto((2, 64, 64, 256), (3, 3, 256, 256)) == 'winograd'  # the head at P3 of 512 px
@@ -125,3 +123,15 @@ def test_auto_picks_each_implementation_where_it_pays():
   assert _auto((2, 64, 64, 256), (3, 3, 256, 256), stride=2) == 'matmul'
   assert _auto((2, 64, 64, 64), (3, 3, 64, 64), stride=2) == 'xla'  # too narrow
   assert _auto((2, 512, 512, 3), (7, 7, 3, 64), stride=2) == 'xla'  # the stem
+
+
+def test_cpu_options_follow_conv_impl_and_other_backends_get_the_plain_graph():
+  config = shapes_tiny.get_config()
+  options = cpu.model_options(config.model, 'cpu')
+  assert options.conv.func is conv.conv_general_dilated and options.conv.keywords == {
+      'impl': 'auto'}
+  assert options.block_output is fusion_barrier.block_output
+  for backend in ('gpu', 'tpu'):
+    assert cpu.model_options(config.model, backend) == cpu.ModelOptions()
+  config.model.conv_impl = 'xla'
+  assert cpu.model_options(config.model, 'cpu') == cpu.ModelOptions()

@@ -21,7 +21,7 @@ The transforms are sums of strided slices with the matrices' constants; each sta
 into one array so that XLA:CPU runs it as a single loop over memory.
 
 Float32 error against a direct convolution is about 1e-5 relative (``tests/test_winograd.py``
-pins it); in bfloat16 the transforms lose too much, so ``models.conv``'s 'auto' picks this for
+pins it); in bfloat16 the transforms lose too much, so ``cpu.conv``'s 'auto' picks this for
 float32 only.
 """
 
