@@ -122,8 +122,9 @@ def train(config: ml_collections.ConfigDict, workdir: str,
   writer = metric_writer.MetricWriter(workdir, enabled=lead)
   step = start_step = int(state.step)
   if lead:
+    devices = mesh.devices.size
     print(f'training {config.model.backbone} for {total_steps} steps ({steps_per_epoch} per '
-          f'epoch) from step {step} on {mesh.devices.size} devices', flush=True)
+          f'epoch) from step {step} on {devices} device{"s" if devices > 1 else ""}', flush=True)
   sums, interval_steps, interval_start = None, 0, time.time()
   start_time = time.time()
   compiled = {}  # padded (H, W) -> the train step compiled for it: one per orientation
