@@ -29,6 +29,7 @@ from dla_jax import metric_writer
 from dla_jax import step as step_lib
 from dla_jax import workdir as workdir_lib
 from dla_jax.data import pipeline
+from dla_jax.data import prefetch
 from dla_jax.models import detector
 
 METRIC_NAMES = ('AP', 'AP50', 'AP75', 'APs', 'APm', 'APl',
@@ -116,10 +117,6 @@ def format_metrics(metrics: Mapping[str, float]) -> str:
   return ' | '.join(f'{k} {v:.3f}' for k, v in metrics.items())
 
 
-def _to_device(batch: dict[str, np.ndarray], fields, sharding) -> dict[str, jax.Array]:
-  return {k: jax.make_array_from_process_local_data(sharding, batch[k]) for k in fields}
-
-
 @dataclasses.dataclass(frozen=True)
 class EvalSteps:
   """Evaluation's jitted functions over the devices, built once so that a run with several
@@ -159,7 +156,8 @@ def evaluate(config: ml_collections.ConfigDict, workdir: str, params: Any = None
   for batch in eval_iter:
     # Image ids fit int32 (checked when the dataset is read); JAX computes in 32 bits.
     batch['image_id'] = batch['image_id'].astype(np.int32)
-    on_device = _to_device(batch, step_lib.EVAL_FIELDS + EVAL_META_FIELDS, sharding)
+    on_device = prefetch.put_global_batch(batch, sharding,
+                                          step_lib.EVAL_FIELDS + EVAL_META_FIELDS)
     detections, meta = jax.device_get((
         eval_step(params, batch_stats, {k: on_device[k] for k in step_lib.EVAL_FIELDS}),
         gather({k: on_device[k] for k in EVAL_META_FIELDS})))

@@ -1,4 +1,6 @@
-"""Moves host batches onto the devices a few steps ahead of the training loop."""
+"""Host batches onto the devices: ``put_global_batch`` puts one (training, evaluation and the
+benchmarks all put batches through it); ``prefetch_to_device`` keeps a few in flight ahead of the
+training loop."""
 
 import collections
 import itertools
@@ -6,6 +8,25 @@ from typing import Any, Iterator, Sequence
 
 import jax
 import numpy as np
+
+
+def put_global_batch(batch: dict[str, np.ndarray], sharding: jax.sharding.Sharding,
+                     fields: Sequence[str] | None = None) -> dict[str, jax.Array]:
+  """A process's slice of the global batch as global arrays laid out by ``sharding``.
+
+  Args:
+    batch: numpy arrays with this process's slice of the global batch as the leading dimension.
+    sharding: how every array is laid out over the devices, e.g. ``NamedSharding(mesh,
+      P('data'))``; each process contributes its local slice
+      (``jax.make_array_from_process_local_data``), so this also works across hosts.
+    fields: the keys to put (default all); the others are left out.
+
+  Returns:
+    A dict of global ``jax.Array``s, the global batch as leading dimension; integer dtypes
+    follow JAX's x64 setting (``image_id`` arrives as int32 unless x64 is enabled).
+  """
+  return {k: jax.make_array_from_process_local_data(sharding, batch[k])
+          for k in fields or batch}
 
 
 class DevicePrefetcher:
@@ -29,16 +50,13 @@ class DevicePrefetcher:
     get_state = getattr(self._iterator, 'get_state', None)
     return get_state() if get_state else None
 
-  def _put(self, batch: dict[str, np.ndarray]) -> dict[str, jax.Array]:
-    return {k: jax.make_array_from_process_local_data(self._sharding, batch[k])
-            for k in self._fields or batch}
-
   def __iter__(self) -> 'DevicePrefetcher':
     return self
 
   def __next__(self) -> dict[str, jax.Array]:
     for batch in itertools.islice(self._iterator, self._size + 1 - len(self._queue)):
-      self._queue.append((self._put(batch), self._host_state()))
+      self._queue.append((put_global_batch(batch, self._sharding, self._fields),
+                          self._host_state()))
     if not self._queue:
       raise StopIteration
     batch, self._state = self._queue.popleft()
@@ -51,19 +69,16 @@ class DevicePrefetcher:
 
 def prefetch_to_device(iterator: Iterator[dict[str, np.ndarray]], sharding: jax.sharding.Sharding,
                        size: int = 2, fields: Sequence[str] | None = None) -> DevicePrefetcher:
-  """Puts each host batch onto the devices, ``size`` batches ahead of the consumer.
+  """Puts each host batch onto the devices (``put_global_batch``), ``size`` batches ahead of
+  the consumer.
 
   Args:
-    iterator: yields dicts of numpy arrays with this process's slice of the global batch as the
-      leading dimension.
-    sharding: how every array is laid out over the devices, e.g. ``NamedSharding(mesh,
-      P('data'))``; each process contributes its local slice
-      (``jax.make_array_from_process_local_data``), so this also works across hosts.
+    iterator: yields the host batches ``put_global_batch`` takes.
+    sharding: how every array is laid out over the devices (see ``put_global_batch``).
     size: batches transferred ahead of the one being consumed.
-    fields: the keys to transfer (default all); the others stay on the host.
+    fields: the keys to transfer (default all); the others are left out.
 
   Returns:
-    An iterator over dicts of global ``jax.Array``s; integer dtypes follow JAX's x64 setting
-    (``image_id`` arrives as int32 unless x64 is enabled).
+    An iterator over ``put_global_batch``'s dicts of global ``jax.Array``s.
   """
   return DevicePrefetcher(iterator, sharding, size, fields)
