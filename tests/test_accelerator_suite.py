@@ -81,8 +81,8 @@ def test_out_of_memory_drops_the_larger_batches_of_that_case_only(tmp_path, monk
 
 
 def test_config_flags_are_passed_on():
-  argv = ['--suite', 'accelerator', '--config', 'shapes_tiny', '--config.model.dtype=float32',
-          '--out', 'x', '--config.train.seed', '3']
+  argv = ['--out', 'x', '--config', 'shapes_tiny', '--config.model.dtype=float32',
+          '--time_budget_s', '60', '--config.train.seed', '3']
   assert accelerator_suite.config_args(argv) == ['--config', 'shapes_tiny',
                                                  '--config.model.dtype=float32',
                                                  '--config.train.seed', '3']
@@ -90,9 +90,9 @@ def test_config_flags_are_passed_on():
 
 def test_suite_measures_training_and_inference_on_the_cpu(tmp_path):
   result = subprocess.run(
-      [sys.executable, '-m', 'dla_jax.tools.benchmark', '--suite', 'accelerator', '--out',
-       str(tmp_path), '--config', 'shapes_tiny', '--image_size', '64,96', '--suite_dtypes',
-       'float32', '--suite_batches', '1', '--suite_infer_batch', '1'],
+      [sys.executable, '-m', 'dla_jax.tools.accelerator_suite', '--out', str(tmp_path),
+       '--config', 'shapes_tiny', '--image_size', '64,96', '--dtypes', 'float32',
+       '--train_per_device', '1', '--infer_per_device', '1'],
       cwd=REPO, capture_output=True, text=True, timeout=600)
   assert result.returncode == 0, result.stderr[-3000:]
   results = {r['case']: r for r in json.loads((tmp_path / 'suite.json').read_text())}
@@ -105,3 +105,10 @@ def test_suite_measures_training_and_inference_on_the_cpu(tmp_path):
   rows = [line for line in result.stdout.splitlines() if line.startswith('| train |') or
           line.startswith('| infer |')]
   assert len(rows) == 2, result.stdout
+
+
+def test_the_suite_without_a_folder_says_so_in_one_line():
+  result = subprocess.run([sys.executable, '-m', 'dla_jax.tools.accelerator_suite'], cwd=REPO,
+                          capture_output=True, text=True, timeout=300)
+  assert result.returncode == 2
+  assert len(result.stderr.splitlines()) == 1 and '--out' in result.stderr, result.stderr

@@ -33,8 +33,9 @@ def test_the_main_job_needs_neither_torch_nor_tensorflow():
   # so each is imported in a process of its own, after the library.
   modules = sorted('.'.join(p.relative_to(REPO).with_suffix('').parts)
                    for p in (REPO / 'dla_jax').rglob('*.py') if p.name != '__init__.py')
-  commands = ['dla_jax.main', 'dla_jax.tools.benchmark', 'dla_jax.tools.summary']
-  library = [m for m in modules if m not in commands and m != 'dla_jax.tools.bench_input']
+  commands = ['dla_jax.main', 'dla_jax.tools.accelerator_suite', 'dla_jax.tools.bench_input',
+              'dla_jax.tools.benchmark', 'dla_jax.tools.summary']
+  library = [m for m in modules if m not in commands]
   for group in [library, *([c] for c in commands)]:
     program = ('import importlib, sys\n'
                'for name in ("torch", "torchvision", "tensorflow", "tensorflow_datasets"):\n'

@@ -1,19 +1,21 @@
 """Everything worth measuring on an accelerator, in one command with a time limit:
 
-  python -m dla_jax.tools.benchmark --suite accelerator --out DIR [--time_budget_s 450]
+  python -m dla_jax.tools.accelerator_suite --out DIR [--time_budget_s 450]
 
 Cases, cheapest first (work per step: a train image counts 3, an inference image 1):
 
-- training at the config's padded size (COCO: 800 x 1344) in bfloat16 and float32 at 2, 4 and 8
-  images per device (``--suite_batches``): images/s, compile seconds, the device's peak memory
-  (``memory_stats()['peak_bytes_in_use']``), XLA's account of the step's memory, and the host's
-  main-thread ms per step (transfer, dispatch, metric accumulation);
-- inference with NMS at 8 images per device (``--suite_infer_batch``), in both dtypes.
+- training at the config's padded size (COCO: 800 x 1344; ``--image_size`` sets another) in
+  bfloat16 and float32 (``--dtypes``) at 2, 4 and 8 images per device (``--train_per_device``):
+  images/s, compile seconds, the device's peak memory (``memory_stats()['peak_bytes_in_use']``),
+  XLA's account of the step's memory, and the host's main-thread ms per step (transfer,
+  dispatch, metric accumulation);
+- inference with NMS at 8 images per device (``--infer_per_device``), in both dtypes.
 
-Each case is ``python -m dla_jax.tools.benchmark`` in its own process, so that each peak is its
-own and a case that runs out of memory cannot take the others with it. When torch imports with
-CUDA, each case also runs torchvision's FCOS R50-FPN (the ImageNet recipe's build) with AMP in
-the same process, the two taking turns (see ``benchmark``).
+Each case is ``python -m dla_jax.tools.benchmark`` with explicit flags (``case_command``; the
+``--config`` flag and its overrides passed on) in its own process, so that each peak is its own
+and a case that runs out of memory cannot take the others with it. When torch imports with
+CUDA, each case also runs torchvision's FCOS R50-FPN (``fcos_baseline``, the ImageNet recipe's
+build) with AMP in the same process, the two taking turns (see ``benchmark``).
 
 The suite keeps within ``--time_budget_s``: a case that the time left cannot hold at the pace of
 the case before it is dropped with every larger case; a case still running at the limit is
@@ -33,16 +35,22 @@ import time
 
 from absl import app
 from absl import flags
-import ml_collections
 
+from dla_jax import cli
 from dla_jax.models import detector
 
-_BATCHES = flags.DEFINE_list('suite_batches', ['2', '4', '8'],
-                             'Training images per device in the accelerator suite.')
-_INFER_BATCH = flags.DEFINE_integer('suite_infer_batch', 8,
-                                    'Inference images per device in the accelerator suite.')
-_DTYPES = flags.DEFINE_list('suite_dtypes', ['bfloat16', 'float32'],
-                            'Compute dtypes of the accelerator suite.')
+_CONFIG = cli.define_config_flag('config', 'dla_r50_fpn_1x_coco',
+                                 'Experiment config to measure; passed on to each case.')
+_OUT = flags.DEFINE_string('out', None, 'Folder of the suite\'s JSON, markdown and logs.')
+_TIME_BUDGET = flags.DEFINE_integer('time_budget_s', 450,
+                                    'Wall seconds the suite may take; it drops what would not '
+                                    'fit, largest first, and says which.')
+_IMAGE_SIZE = flags.DEFINE_list('image_size', None, 'Input height,width in pixels (multiples '
+                                'of 32; default: the config\'s padded size).')
+_TRAIN_PER_DEVICE = flags.DEFINE_list('train_per_device', ['2', '4', '8'],
+                                      'Training images per device, one case each.')
+_INFER_PER_DEVICE = flags.DEFINE_integer('infer_per_device', 8, 'Inference images per device.')
+_DTYPES = flags.DEFINE_list('dtypes', ['bfloat16', 'float32'], 'Compute dtypes, one case each.')
 
 REPEATS, WARMUP = 20, 3
 OUT_OF_MEMORY = ('RESOURCE_EXHAUSTED', 'Out of memory', 'out of memory')
@@ -213,22 +221,24 @@ def report(results: list[dict]) -> str:
   return '\n'.join(lines) + '\n'
 
 
-def main(out: str, budget_s: float, config: ml_collections.ConfigDict) -> None:
-  """The suite for ``benchmark``'s command line: at ``--image_size`` when given, else the
-  config's padded size."""
-  if not out:
-    raise app.UsageError('--suite needs --out DIR')
+def main(argv):
+  del argv
   unknown = set(_DTYPES.value) - set(detector.DTYPES)
   if unknown:
-    raise app.UsageError(f'--suite_dtypes: {sorted(unknown)} not among {sorted(detector.DTYPES)}')
+    raise app.UsageError(f'--dtypes: {sorted(unknown)} not among {sorted(detector.DTYPES)}')
   start = time.monotonic()
   fcos = torch_has_cuda()
-  image_size = (tuple(int(s) for s in flags.FLAGS.image_size) if flags.FLAGS['image_size'].present
-                else tuple(config.data.image_size))
-  results = run_suite(pathlib.Path(out), budget_s - (time.monotonic() - start),
+  image_size = (tuple(int(s) for s in _IMAGE_SIZE.value) if _IMAGE_SIZE.value
+                else tuple(_CONFIG.value.data.image_size))
+  results = run_suite(pathlib.Path(_OUT.value), _TIME_BUDGET.value - (time.monotonic() - start),
                       config_args(sys.argv[1:]), image_size,
-                      [int(b) for b in _BATCHES.value], _INFER_BATCH.value, _DTYPES.value,
-                      fcos)
+                      [int(b) for b in _TRAIN_PER_DEVICE.value], _INFER_PER_DEVICE.value,
+                      _DTYPES.value, fcos)
   print(report(results), end='')
   print(f'{len(results)} cases in {time.monotonic() - start:.0f} s; JSON, markdown and logs in '
-        f'{os.path.abspath(out)}')
+        f'{os.path.abspath(_OUT.value)}')
+
+
+if __name__ == '__main__':
+  flags.mark_flag_as_required('out')
+  cli.run(main)

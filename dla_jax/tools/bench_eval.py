@@ -7,8 +7,8 @@ Per backend: loading the results (``loadRes``) with evaluate, accumulate and sum
 ``evaluation.evaluate`` runs them; and writing the results json, which evaluation also does.
 """
 
+import functools
 import tempfile
-import time
 
 from absl import flags
 import numpy as np
@@ -17,6 +17,7 @@ from pycocotools import coco as coco_lib
 from dla_jax import cli
 from dla_jax import config_check
 from dla_jax import evaluation
+from dla_jax.tools import timing
 
 _NUM_IMAGES = flags.DEFINE_integer('num_images', 5000, 'Images of the synthetic ground truth.')
 
@@ -61,14 +62,13 @@ def main(argv):
   print('| what | seconds | AP |')
   print('| --- | --- | --- |')
   with tempfile.TemporaryDirectory() as tmp:
-    start = time.perf_counter()
-    evaluation.write_results(results, f'{tmp}/results.json')
-    print(f'| write the results json | {time.perf_counter() - start:.1f} | |')
+    _, seconds = timing.timed(lambda: evaluation.write_results(results, f'{tmp}/results.json'))
+    print(f'| write the results json | {seconds:.1f} | |')
   for backend in config_check.CHOICES['evaluation.backend']:
-    start = time.perf_counter()
-    metrics = evaluation.coco_metrics(truth, results, backend=backend)
-    print(f'| {backend}: load, evaluate, accumulate, summarize | '
-          f'{time.perf_counter() - start:.1f} | {metrics["AP"]:.6f} |')
+    metrics, seconds = timing.timed(
+        functools.partial(evaluation.coco_metrics, truth, results, backend=backend))
+    print(f'| {backend}: load, evaluate, accumulate, summarize | {seconds:.1f} | '
+          f'{metrics["AP"]:.6f} |')
 
 
 if __name__ == '__main__':

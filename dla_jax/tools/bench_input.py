@@ -3,12 +3,12 @@ the training process per step.
 
   python -m dla_jax.tools.bench_input
 
-COCO-like: JPEGs of COCO's sizes (640 x 480 to 1333 x 800, a quarter portrait) with a COCO json,
-written to a temporary folder and read through the COCO json path at the COCO config's scale
-(1333 x 800) with flip and padding (800 x 1344), as training reads them. Shapes: the built-in
-dataset at the shapes config's 128 px. Each is timed in this process with 1 and 2 threads
-(``data.num_workers=0``) and in 1 and 2 worker processes (``--workers``), after two warm-up
-batches, so worker start-up is not counted.
+COCO-like: JPEGs of COCO's sizes (640 x 480 to 1333 x 800, a quarter portrait) with a COCO json
+(``coco_like``), written to a temporary folder and read through the COCO json path at the COCO
+config's scale (1333 x 800) with flip and padding (800 x 1344), as training reads them. Shapes:
+the built-in dataset at the shapes config's 128 px. Each is timed in this process with 1 and 2
+threads (``data.num_workers=0``) and in 1 and 2 worker processes (``--workers``), after two
+warm-up batches, so worker start-up is not counted (``timing.images_per_second``).
 
 Host work: the main thread's CPU time per step (``time.thread_time``, so waiting for a batch
 does not count) in what the training loop does each step: taking a loaded batch (hand-off),
@@ -17,24 +17,21 @@ returns eight scalars, as many as the train step's metrics), and adding its metr
 kept on the device between log lines.
 """
 
-import collections
-import json
 import pathlib
 import tempfile
-import time
-from typing import Callable
 
 from absl import flags
 import jax
 import jax.numpy as jnp
 import ml_collections
-import numpy as np
-from PIL import Image
 
 from dla_jax import cli
 from dla_jax import step as step_lib
 from dla_jax.data import loading
 from dla_jax.data import pipeline
+from dla_jax.data import prefetch
+from dla_jax.tools import coco_like
+from dla_jax.tools import timing
 
 _COCO_CONFIG = cli.define_config_flag('coco_config', 'dla_r50_fpn_1x_coco',
                                       'Config of the COCO-like measurement.')
@@ -43,82 +40,11 @@ _SHAPES_CONFIG = cli.define_config_flag('shapes_config', 'shapes_tiny',
 _BATCHES = flags.DEFINE_integer('batches', 12, 'Batches timed per measurement.')
 _WORKERS = flags.DEFINE_list('workers', ['1', '2'], 'Worker process counts to time.')
 
-# (width, height) of the COCO-like images: COCO's common sizes and its largest.
-_SIZES = ((640, 480), (640, 427), (500, 375), (1333, 800))
-
-
-def write_coco_like(folder: pathlib.Path, num_images: int, seed: int = 0) -> tuple[str, str]:
-  """Writes JPEGs of COCO's sizes with a few boxes each, and their instances json."""
-  rng = np.random.default_rng(seed)
-  images, annotations = [], []
-  for i in range(num_images):
-    w, h = _SIZES[i % len(_SIZES)]
-    if rng.random() < 0.25:  # a quarter portrait, roughly as in COCO
-      w, h = h, w
-    smooth = Image.fromarray(rng.integers(0, 256, (12, 16, 3), np.uint8)).resize((w, h))
-    pixels = np.asarray(smooth, np.float32) + rng.normal(0, 20, (h, w, 3))
-    Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8)).save(
-        folder / f'{i:06d}.jpg', quality=90)
-    images.append({'id': i + 1, 'file_name': f'{i:06d}.jpg', 'height': h, 'width': w})
-    for _ in range(7):
-      x, y = rng.uniform(0, w - 50), rng.uniform(0, h - 50)
-      annotations.append({'id': len(annotations) + 1, 'image_id': i + 1, 'category_id': 1,
-                          'bbox': [x, y, rng.uniform(5, w - x), rng.uniform(5, h - y)]})
-  path = folder / 'instances.json'
-  path.write_text(json.dumps({'images': images, 'annotations': annotations,
-                              'categories': [{'id': 1, 'name': 'thing'}]}))
-  return str(folder), str(path)
-
-
-def images_per_second(config: ml_collections.ConfigDict, num_batches: int) -> float:
-  """Rate of the config's training iterator after two warm-up batches."""
-  iterator = pipeline.make_train_iterator(config, process_index=0, process_count=1)
-  for _ in range(2):
-    next(iterator)
-  start = time.perf_counter()
-  count = sum(len(next(iterator)['real']) for _ in range(num_batches))
-  rate = count / (time.perf_counter() - start)
-  iterator.close()
-  return rate
-
-
-def host_loop_ms(next_batch: Callable[[], dict[str, np.ndarray]], put: Callable,
-                 run_step: Callable, num_steps: int) -> dict[str, float]:
-  """Main-thread CPU ms per step (``time.thread_time``: waiting does not count) of what the
-  training loop does each step: take a host batch (hand-off), put it on the devices (transfer),
-  dispatch a step on it (dispatch, asynchronous), and add the step's metrics to sums kept on
-  the device (metrics); after two untimed steps, which compile."""
-  parts = collections.defaultdict(float)
-  sums = None
-  for i in range(num_steps + 2):
-    start = time.thread_time()
-    batch = next_batch()
-    loaded = time.thread_time()
-    on_device = put(batch)
-    placed = time.thread_time()
-    metrics = run_step(on_device)
-    dispatched = time.thread_time()
-    sums = metrics if sums is None else jax.tree.map(jnp.add, sums, metrics)
-    added = time.thread_time()
-    if i >= 2:
-      parts['hand-off'] += loaded - start
-      parts['transfer'] += placed - loaded
-      parts['dispatch'] += dispatched - placed
-      parts['metrics'] += added - dispatched
-    del batch
-  jax.block_until_ready(sums)
-  return {k: 1000 * v / num_steps for k, v in parts.items()}
-
-
-def put_fields(sharding: jax.sharding.Sharding, fields) -> Callable:
-  """A host batch's ``fields`` onto the devices, each process its local slice."""
-  return lambda batch: {k: jax.make_array_from_process_local_data(sharding, batch[k])
-                        for k in fields}
-
 
 def host_work(config: ml_collections.ConfigDict, num_batches: int) -> dict[str, float]:
-  """``host_loop_ms`` of the config's training input, with a step that only reads the batch and
-  returns eight scalars (as many as the train step's metrics), over all local devices."""
+  """``timing.host_loop_ms`` of the config's training input, with a step that only reads the
+  batch and returns eight scalars (as many as the train step's metrics), over all local
+  devices."""
   mesh = step_lib.make_mesh()
 
   @jax.jit
@@ -127,19 +53,18 @@ def host_work(config: ml_collections.ConfigDict, num_batches: int) -> dict[str, 
     return {f'metric_{i}': total + i for i in range(8)}
 
   iterator = pipeline.make_train_iterator(config, process_index=0, process_count=1)
-  parts = host_loop_ms(lambda: next(iterator),
-                       put_fields(step_lib.batch_sharding(mesh), step_lib.TRAIN_FIELDS), read,
-                       num_batches)
+  sharding = step_lib.batch_sharding(mesh)
+  parts = timing.host_loop_ms(
+      lambda: next(iterator),
+      lambda batch: prefetch.put_global_batch(batch, sharding, step_lib.TRAIN_FIELDS), read,
+      num_batches)
   iterator.close()
   return parts
 
 
 def _configs(tmp: pathlib.Path, coco_config, shapes_config, num_batches: int):
-  coco = ml_collections.ConfigDict(coco_config)
   (tmp / 'coco').mkdir()
-  coco.data.source, coco.data.num_classes = 'coco_json', 1
-  coco.data.train_images, coco.data.train_annotations = write_coco_like(
-      tmp / 'coco', (num_batches + 2) * coco.train.global_batch)
+  coco = coco_like.coco_like_config(coco_config, tmp / 'coco', num_batches)
   shapes = ml_collections.ConfigDict(shapes_config)
   shapes.data.source, shapes.data.cache_dir = 'shapes', str(tmp / 'cache')
   shapes.data.shapes_train_size = (num_batches + 2) * shapes.train.global_batch
@@ -157,7 +82,7 @@ def run(coco_config: ml_collections.ConfigDict, shapes_config: ml_collections.Co
       for num_workers, num_threads in settings:
         config.data.num_workers, config.data.num_threads = num_workers, num_threads
         rows.append((name, config.data.image_size, config.train.global_batch, num_workers,
-                     num_threads, images_per_second(config, num_batches)))
+                     num_threads, timing.images_per_second(config, num_batches)))
       config.data.num_workers, config.data.num_threads = max(workers), 1
       host_rows.append((name, config.train.global_batch, max(workers),
                         host_work(config, num_batches)))

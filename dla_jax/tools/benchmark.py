@@ -3,12 +3,11 @@
   python -m dla_jax.tools.benchmark --config configs/dla_r50_fpn_1x_coco.py \
       --image_size 512,512 --batch 2
   python -m dla_jax.tools.benchmark --image_size 800,1344 --batch 16 --dtype bfloat16  # a GPU
-  python -m dla_jax.tools.benchmark --suite accelerator --out DIR  # all of it, in minutes
 
 Times, as the median of ``--repeats`` calls after ``--warmup`` calls (each call waited for),
 dla-jax's and FCOS's calls taking turns so that a machine whose speed drifts slows both alike.
 Each dla / FCOS ratio is the median over the rounds of dla-jax's time over FCOS's in the same
-round, with the range over the rounds beside it. What is timed:
+round, with the range over the rounds beside it (``timing``). What is timed:
 
 - train step: dla-jax's jitted step (forward, assignment, loss, backward, optimizer update,
   the config's optimizer) against FCOS's forward with targets, backward and an SGD step;
@@ -20,19 +19,18 @@ round, with the range over the rounds beside it. What is timed:
   accumulation around the compiled step;
 - memory: the device's peak bytes where it reports them (GPU), else XLA's account of the
   compiled train step (arguments, outputs and temporaries);
-- the input pipeline: COCO-like JPEGs read, resized, flipped and padded to the size;
+- the input pipeline: COCO-like JPEGs (``coco_like``) read, resized, flipped and padded to the
+  size;
 - the stablehlo export (``--parts deploy``): its time and size, and inference through the
   deserialized program against the package's own eval step.
 
-The same uint8 images and boxes go to both. FCOS's resize is pinned to the image size (its
-transform still normalises and pads), its classes set to the config's, its score threshold to
-the config's. ``--fcos_variant`` picks torchvision's FCOS as built without any weights
-(``fcos_resnet50_fpn(weights=None, weights_backbone=None)``: trainable BatchNorm, every stage
-trained) or as built for ImageNet weights (frozen BatchNorm, stem and stage 1 frozen: the
-recipe dla-jax's COCO configs follow); ``both`` times each. With ``--dtype bfloat16`` dla-jax
-computes in bfloat16 and FCOS runs under autocast (bfloat16 on CPU, float16 with a grad scaler
-on CUDA). ``--suite accelerator`` runs the cases worth measuring on an accelerator within a time
-limit (``accelerator_suite``).
+The same uint8 images and boxes go to both. FCOS (``fcos_baseline``) has its resize pinned to
+the image size and its classes and test settings set to the config's. ``--fcos_variant`` picks
+torchvision's FCOS as built without any weights (trainable BatchNorm, every stage trained) or as
+built for ImageNet weights (frozen BatchNorm, stem and stage 1 frozen: the recipe dla-jax's COCO
+configs follow); ``both`` times each. With ``--dtype bfloat16`` dla-jax computes in bfloat16 and
+FCOS runs under autocast. ``python -m dla_jax.tools.accelerator_suite`` runs this command once
+per case worth measuring on an accelerator, within a time limit.
 """
 
 import json
@@ -41,8 +39,7 @@ import pathlib
 import platform
 import statistics
 import tempfile
-import time
-from typing import Any, Callable
+from typing import Callable
 
 # JAX and torch share a GPU here: JAX takes memory as it needs it instead of 75% up front.
 os.environ.setdefault('XLA_PYTHON_CLIENT_PREALLOCATE', 'false')
@@ -63,9 +60,11 @@ from dla_jax import optim
 from dla_jax import serving
 from dla_jax import step as step_lib
 from dla_jax.data import loading
+from dla_jax.data import prefetch
 from dla_jax.models import detector
-from dla_jax.tools import accelerator_suite
-from dla_jax.tools import bench_input
+from dla_jax.tools import coco_like
+from dla_jax.tools import fcos_baseline
+from dla_jax.tools import timing
 
 _CONFIG = cli.define_config_flag('config', 'dla_r50_fpn_1x_coco', 'Experiment config to time.')
 _IMAGE_SIZE = flags.DEFINE_list('image_size', ['512', '512'], 'Input height,width in pixels '
@@ -86,16 +85,9 @@ _KEEP_FREED_MEMORY = flags.DEFINE_bool(
     '(dla_jax/cpu/host_memory.py), for both contenders, as dla_jax.main does by default; '
     '--nokeep_freed_memory times without it.')
 _FCOS_VARIANT = flags.DEFINE_enum('fcos_variant', 'no_weights',
-                                  ['no_weights', 'imagenet_recipe', 'both'],
+                                  [*fcos_baseline.VARIANTS, 'both'],
                                   'Which torchvision FCOS build to time (see the module doc).')
 _JSON = flags.DEFINE_string('json', '', 'Also write the figures to this JSON file.')
-_SUITE = flags.DEFINE_enum('suite', None, ['accelerator'],
-                           'Run a suite of measurements instead of one: accelerator '
-                           '(dla_jax/tools/accelerator_suite.py); writes to --out.')
-_OUT = flags.DEFINE_string('out', '', 'Folder of the suite\'s JSON, markdown and logs.')
-_TIME_BUDGET = flags.DEFINE_integer('time_budget_s', 450,
-                                    'Wall seconds the suite may take; it drops what would not '
-                                    'fit, largest first, and says which.')
 
 TRAIN_STEPS_PER_EPOCH = 1000  # only sets where the lr schedule is; the step's cost is the same
 
@@ -131,40 +123,6 @@ def synthetic_batch(batch: int, image_hw: tuple[int, int], gts: int, num_classes
           'valid': np.ones((batch, gts), bool)}
 
 
-def interleaved_times(calls: dict[str, Callable[[], Any]], repeats: int,
-                      warmup: int) -> dict[str, list[float]]:
-  """Wall seconds of each call in each of ``repeats`` rounds, the calls taking turns: each round
-  times every call once, in an order rotated by one per round, so that a machine whose speed
-  drifts (a shared VM) slows every contender alike. Each call must wait for its own results."""
-  names = list(calls)
-  for _ in range(warmup):
-    for name in names:
-      calls[name]()
-  times = {name: [] for name in names}
-  for round_ in range(repeats):
-    for name in names[round_ % len(names):] + names[:round_ % len(names)]:
-      start = time.perf_counter()
-      calls[name]()
-      times[name].append(time.perf_counter() - start)
-  return times
-
-
-def median_seconds(call: Callable[[], Any], repeats: int, warmup: int) -> float:
-  """Median wall time of ``call()``; ``call`` must wait for its own results."""
-  return statistics.median(interleaved_times({'call': call}, repeats, warmup)['call'])
-
-
-def _compile(jitted, *args) -> tuple[Any, float]:
-  start = time.perf_counter()
-  compiled = jitted.lower(*args).compile()
-  return compiled, time.perf_counter() - start
-
-
-def _peak_device_bytes() -> int | None:
-  stats = jax.local_devices()[0].memory_stats() or {}
-  return stats.get('peak_bytes_in_use')
-
-
 def dla_calls(config: ml_collections.ConfigDict, batch: dict[str, np.ndarray],
               parts) -> tuple[dict[str, Callable[[], None]], dict[str, float]]:
   """dla-jax's 'train' step and 'infer' (as ``parts`` asks), each a call that waits for its
@@ -180,9 +138,10 @@ def dla_calls(config: ml_collections.ConfigDict, batch: dict[str, np.ndarray],
   calls, info = {}, {}
   if 'train' in parts:
     train_batch = {k: on_device[k] for k in step_lib.TRAIN_FIELDS}
-    step, info['train_compile_s'] = _compile(step_lib.jit_train_step(
-        mesh, model=model, tx=tx, config=config, steps_per_epoch=TRAIN_STEPS_PER_EPOCH),
-        state, train_batch)
+    jitted = step_lib.jit_train_step(mesh, model=model, tx=tx, config=config,
+                                     steps_per_epoch=TRAIN_STEPS_PER_EPOCH)
+    step, info['train_compile_s'] = timing.timed(
+        lambda: jitted.lower(state, train_batch).compile())
     memory = step.memory_analysis()
     if memory is not None:
       info['train_xla_bytes'] = (memory.argument_size_in_bytes + memory.output_size_in_bytes +
@@ -198,9 +157,9 @@ def dla_calls(config: ml_collections.ConfigDict, batch: dict[str, np.ndarray],
     calls['train'] = train_call
   if 'infer' in parts:
     eval_batch = {k: on_device[k] for k in step_lib.EVAL_FIELDS}
-    infer, info['infer_compile_s'] = _compile(
-        step_lib.jit_eval_step(mesh, model=model, config=config), state.params,
-        state.batch_stats, eval_batch)
+    jitted = step_lib.jit_eval_step(mesh, model=model, config=config)
+    infer, info['infer_compile_s'] = timing.timed(
+        lambda: jitted.lower(state.params, state.batch_stats, eval_batch).compile())
     calls['infer'] = lambda: jax.block_until_ready(
         infer(state.params, state.batch_stats, eval_batch))
   return calls, info
@@ -210,17 +169,19 @@ def host_ms_per_step(step, state: step_lib.TrainState, batch: dict[str, np.ndarr
                      mesh: jax.sharding.Mesh,
                      num_steps: int = 10) -> tuple[step_lib.TrainState, dict[str, float]]:
   """The training loop's main-thread ms per step around the compiled train ``step``
-  (``bench_input.host_loop_ms``), from a host batch already loaded: transfer, dispatch and
-  metric accumulation. Returns the state after those steps (``state`` is donated to them)."""
+  (``timing.host_loop_ms``), from a host batch already loaded: transfer, dispatch and metric
+  accumulation. Returns the state after those steps (``state`` is donated to them)."""
 
   def run_step(on_device):
     nonlocal state
     state, metrics = step(state, on_device)
     return metrics
 
-  ms = bench_input.host_loop_ms(
-      lambda: batch, bench_input.put_fields(step_lib.batch_sharding(mesh),
-                                            step_lib.TRAIN_FIELDS), run_step, num_steps)
+  sharding = step_lib.batch_sharding(mesh)
+  ms = timing.host_loop_ms(
+      lambda: batch,
+      lambda host_batch: prefetch.put_global_batch(host_batch, sharding, step_lib.TRAIN_FIELDS),
+      run_step, num_steps)
   return state, ms
 
 
@@ -237,16 +198,16 @@ def time_deploy(config: ml_collections.ConfigDict, batch: dict[str, np.ndarray],
   inputs = {k: batch[k] for k in step_lib.EVAL_FIELDS}
   with tempfile.TemporaryDirectory() as tmp:
     folder = pathlib.Path(tmp) / 'export'
-    start = time.perf_counter()
-    deploy.export_stablehlo(config, variables['params'], batch_stats,
-                            [str(i) for i in range(config.data.num_classes)], str(folder), 0)
-    figures = {'deploy_export_s': time.perf_counter() - start,
+    _, export_seconds = timing.timed(lambda: deploy.export_stablehlo(
+        config, variables['params'], batch_stats,
+        [str(i) for i in range(config.data.num_classes)], str(folder), 0))
+    figures = {'deploy_export_s': export_seconds,
                'deploy_bytes': sum(f.stat().st_size for f in folder.iterdir())}
     served = serving.load(str(folder))
     program = served.program(tuple(batch['images'].shape[1:3]))
     mesh = step_lib.make_mesh(jax.local_devices()[:1])
     eval_step = step_lib.jit_eval_step(mesh, model=model, config=config)
-    times = interleaved_times({
+    times = timing.interleaved_times({
         'served': lambda: jax.block_until_ready(program.call(served.weights, inputs['images'],
                                                             inputs['image_hw'])),
         'package': lambda: jax.block_until_ready(
@@ -272,87 +233,22 @@ def time_assigner(config: ml_collections.ConfigDict, batch: dict[str, np.ndarray
   args = [jnp.asarray(x) for x in (priors.anchors, priors.centers, batch['boxes'],
                                    batch['labels'], batch['valid'], probs, predicted)]
   args.append(jnp.float32(0.95))
-  return median_seconds(lambda: jax.block_until_ready(fn(*args)), repeats, warmup)
+  return timing.median_seconds(lambda: jax.block_until_ready(fn(*args)), repeats, warmup)
 
 
 def input_images_per_second(config: ml_collections.ConfigDict, num_batches: int) -> float:
   """images/s of the training input pipeline on COCO-like JPEGs at the config's size, batch,
   workers and threads."""
-  config = ml_collections.ConfigDict(config.to_dict())
   with tempfile.TemporaryDirectory() as tmp:
-    config.data.source, config.data.num_classes = 'coco_json', 1
-    config.data.train_images, config.data.train_annotations = bench_input.write_coco_like(
-        pathlib.Path(tmp), (num_batches + 2) * config.train.global_batch)
-    return bench_input.images_per_second(config, num_batches)
-
-
-def build_fcos(variant: str, config: ml_collections.ConfigDict):
-  """torchvision's FCOS R50-FPN, resize pinned to the input size, test settings as config."""
-  import torchvision  # pylint: disable=g-import-not-at-top  (optional extra)
-  from torchvision.models.detection import backbone_utils  # pylint: disable=g-import-not-at-top
-  from torchvision.ops import misc  # pylint: disable=g-import-not-at-top
-  from torchvision.ops import feature_pyramid_network  # pylint: disable=g-import-not-at-top
-  h, w = config.data.image_size
-  settings = dict(num_classes=config.data.num_classes, min_size=min(h, w), max_size=max(h, w),
-                  score_thresh=config.inference.score_threshold,
-                  nms_thresh=config.inference.nms_iou,
-                  detections_per_img=config.inference.max_detections,
-                  topk_candidates=config.inference.pre_nms_topk)
-  if variant == 'no_weights':
-    return torchvision.models.detection.fcos_resnet50_fpn(weights=None, weights_backbone=None,
-                                                          **settings)
-  # What fcos_resnet50_fpn builds for ImageNet weights, without loading them.
-  resnet = torchvision.models.resnet50(weights=None, norm_layer=misc.FrozenBatchNorm2d)
-  backbone = backbone_utils._resnet_fpn_extractor(  # pylint: disable=protected-access
-      resnet, 3, returned_layers=[2, 3, 4],
-      extra_blocks=feature_pyramid_network.LastLevelP6P7(256, 256))
-  return torchvision.models.detection.FCOS(backbone, **settings)
-
-
-def fcos_calls(variant: str, config: ml_collections.ConfigDict,
-               batch: dict[str, np.ndarray]) -> dict[str, Callable[[], None]]:
-  """FCOS's 'train' step (forward with targets, backward, SGD) and 'infer', each a call that
-  waits for its results."""
-  import torch  # pylint: disable=g-import-not-at-top  (optional extra)
-  device = torch.device('cuda' if torch.cuda.is_available() else 'cpu')
-  model = build_fcos(variant, config).to(device)
-  images = [torch.from_numpy(i).to(device).permute(2, 0, 1).float() / 255 for i in
-            batch['images']]
-  targets = [{'boxes': torch.from_numpy(b).to(device),
-              'labels': torch.from_numpy(l).long().to(device)}  # FCOS's labels are 0-based
-             for b, l in zip(batch['boxes'], batch['labels'])]
-  bf16 = config.model.dtype == 'bfloat16'
-  autocast_dtype = torch.float16 if device.type == 'cuda' else torch.bfloat16
-  autocast = lambda: torch.autocast(device.type, dtype=autocast_dtype, enabled=bf16)
-  scaler = torch.amp.GradScaler(device.type, enabled=bf16 and device.type == 'cuda')
-  optimizer = torch.optim.SGD([p for p in model.parameters() if p.requires_grad],
-                              lr=1e-4, momentum=0.9, weight_decay=1e-4)
-  sync = torch.cuda.synchronize if device.type == 'cuda' else lambda: None
-
-  def train_call():
-    model.train()
-    with autocast():
-      losses = model(images, targets)
-    optimizer.zero_grad(set_to_none=True)
-    scaler.scale(sum(losses.values())).backward()
-    scaler.step(optimizer)
-    scaler.update()
-    sync()
-
-  def infer_call():
-    model.eval()
-    with torch.no_grad(), autocast():
-      model(images)
-    sync()
-
-  return {'train': train_call, 'infer': infer_call}
+    return timing.images_per_second(
+        coco_like.coco_like_config(config, pathlib.Path(tmp), num_batches), num_batches)
 
 
 def time_side_by_side(config: ml_collections.ConfigDict, batch: dict[str, np.ndarray], parts,
                       fcos_variants: list[str], repeats: int,
                       warmup: int) -> tuple[dict[str, float], dict[str, dict[str, float]]]:
   """dla-jax's and each FCOS build's train step and inference (those of ``parts``), timed
-  interleaved (``interleaved_times``), with the train step's peak memory where the device
+  interleaved (``timing.interleaved_times``), with the train step's peak memory where the device
   reports it (FCOS's counts the other builds' resident weights too). Returns dla-jax's figures
   (with compile seconds and memory) and FCOS's by build, with dla-jax's time over FCOS's in
   each round (``{part}_ratios``)."""
@@ -360,25 +256,23 @@ def time_side_by_side(config: ml_collections.ConfigDict, batch: dict[str, np.nda
   fcos = {variant: {} for variant in fcos_variants}
   contenders = {part: {'dla': call} for part, call in dla_part_calls.items()}
   for variant in fcos_variants:
-    for part, call in fcos_calls(variant, config, batch).items():
+    for part, call in fcos_baseline.fcos_calls(variant, config, batch).items():
       if part in contenders:
         contenders[part][variant] = call
   for part, calls in contenders.items():
-    times = interleaved_times(calls, repeats, warmup)
+    times = timing.interleaved_times(calls, repeats, warmup)
     for name, seconds in times.items():
       (dla if name == 'dla' else fcos[name])[f'{part}_s'] = statistics.median(seconds)
       if name != 'dla':  # the round's dla-jax call over the same round's FCOS call
         fcos[name][f'{part}_ratios'] = [d / f for d, f in zip(times['dla'], seconds)]
-  peak = _peak_device_bytes()
+  peak = timing.peak_device_bytes()
   if peak is not None:
     dla['peak_bytes'] = peak
   if 'train' in contenders and peak is not None:
     dla['train_peak_bytes'] = peak
     for variant in fcos_variants:  # one more step from a reset peak, build by build
-      import torch  # pylint: disable=g-import-not-at-top  (optional extra)
-      torch.cuda.reset_peak_memory_stats()
-      contenders['train'][variant]()
-      fcos[variant]['train_peak_bytes'] = torch.cuda.max_memory_allocated()
+      fcos[variant]['train_peak_bytes'] = fcos_baseline.cuda_peak_bytes(
+          contenders['train'][variant])
   return dla, fcos
 
 
@@ -464,9 +358,6 @@ def table(config: ml_collections.ConfigDict, dla: dict[str, float],
 
 def main(argv):
   del argv
-  if _SUITE.value:
-    accelerator_suite.main(_OUT.value, _TIME_BUDGET.value, _CONFIG.value)
-    return
   if _KEEP_FREED_MEMORY.value:
     cpu.keep_freed_memory()  # before JAX starts its backend
   hw = tuple(int(s) for s in _IMAGE_SIZE.value)
@@ -480,7 +371,7 @@ def main(argv):
   batch = synthetic_batch(batch_size, hw, _GTS.value, config.data.num_classes)
   variants = []
   if 'fcos' in parts:
-    variants = (['no_weights', 'imagenet_recipe'] if _FCOS_VARIANT.value == 'both'
+    variants = (list(fcos_baseline.VARIANTS) if _FCOS_VARIANT.value == 'both'
                 else [_FCOS_VARIANT.value])
   dla, fcos = time_side_by_side(config, batch, parts, variants, _REPEATS.value, _WARMUP.value)
   if 'assign' in parts:

@@ -29,7 +29,6 @@ import json
 import os
 import re
 import sys
-import time
 
 from absl import app
 from absl import flags
@@ -56,6 +55,7 @@ from dla_jax import config_check
 from dla_jax import optim
 from dla_jax import step as step_lib
 from dla_jax.models import detector
+from dla_jax.tools import timing
 
 
 STEPS_PER_EPOCH = 7330  # COCO train2017 (117,266 images with boxes) at batch 16
@@ -122,10 +122,13 @@ def compile_step(config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh):
   batch = {k: jax.ShapeDtypeStruct(*batch[k]) for k in step_lib.TRAIN_FIELDS}
   jitted = step_lib.jit_train_step(mesh, model=model, tx=tx, config=config,
                                    steps_per_epoch=STEPS_PER_EPOCH)
-  start = time.perf_counter()
-  lowered = jitted.lower(state, batch)
-  compiled = lowered.compile()
-  return lowered, compiled, time.perf_counter() - start
+
+  def lower_and_compile():
+    lowered = jitted.lower(state, batch)
+    return lowered, lowered.compile()
+
+  (lowered, compiled), seconds = timing.timed(lower_and_compile)
+  return lowered, compiled, seconds
 
 
 def step_cost(config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh,
