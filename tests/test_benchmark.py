@@ -1,7 +1,9 @@
 """The benchmark runs end to end on a tiny config and prints dla-jax beside both torchvision
-FCOS builds, with ratios and their range over the rounds (the figures themselves are
+FCOS builds, with ratios and their range over the rounds; the table's times and rates are the
+measured ones (its --json), each rate the batch over its time (the figures themselves are
 measurements, not asserted)."""
 
+import json
 import os
 import re
 import subprocess
@@ -10,11 +12,13 @@ import sys
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def test_benchmark_prints_the_side_by_side_table():
+def test_benchmark_prints_the_side_by_side_table_of_the_figures_it_measured(tmp_path):
+  figures = tmp_path / 'figures.json'
   result = subprocess.run(
       [sys.executable, '-m', 'dla_jax.tools.benchmark', '--config', 'configs/shapes_tiny.py',
        '--image_size', '64,96', '--batch', '8', '--gts', '5', '--repeats', '1', '--warmup',
-       '0', '--fcos_variant', 'both'], cwd=REPO, capture_output=True, text=True, timeout=600)
+       '0', '--fcos_variant', 'both', '--json', str(figures)], cwd=REPO, capture_output=True,
+      text=True, timeout=600)
   assert result.returncode == 0, result.stderr[-3000:]
   out = result.stdout
   number = r'(\d+\.\d+)'
@@ -30,3 +34,14 @@ def test_benchmark_prints_the_side_by_side_table():
   assert re.search(r'input pipeline \(COCO-like JPEGs, \d+ workers, \d+ threads each\): '
                    r'\d+ images/s', out), out
   assert 'resnet18 FPN, 64x96, batch 8, 5 GTs per image, float32, dla' in out
+  measured = json.loads(figures.read_text())
+  assert measured['batch'] == 8
+  contenders = [measured['dla'], measured['fcos']['no_weights'],
+                measured['fcos']['imagenet_recipe']]
+  step_ms = re.search(r'\| train step \(ms\) \| ' + r' \| '.join([number] * 3), out).groups()
+  rates = re.search(r'\| train images/s \| ' + r' \| '.join([number] * 3), out).groups()
+  for contender, ms, rate in zip(contenders, step_ms, rates):
+    seconds = contender['train_s']
+    assert seconds > 0
+    assert ms == f'{1e3 * seconds:.1f}' and rate == f'{8 / seconds:.1f}', (contender, ms, rate)
+  assert measured['input_images_per_s'] > 0
