@@ -1,10 +1,10 @@
-"""``shapes_tiny`` at the budget of the reproduction sweeps (docs/reproduction.md, issue 9).
+"""``shapes_tiny`` at the budget of the reproduction sweeps (docs/reproduction.md#setup).
 
 Half the training images and about half the epochs of ``shapes_tiny`` (12,000 images seen
-instead of 44,000), so that the 21 runs of the DLA-vs-ATSS comparison and the ablations fit a
-2-core CPU in under two hours. The alpha schedule keeps its shape: with T = 6 epochs alpha
-goes 1.0, 0.966, 0.944, 0.929, 0.919, 0.913 (eq. 2). Evaluates every 2 epochs for the val AP
-curves.
+instead of 44,000), so that the DLA-vs-ATSS comparison and the ablations, several seeds each,
+fit a 2-core CPU (their cost is in that section). The alpha schedule keeps its shape: with
+T = 6 epochs alpha goes 1.0, 0.966, 0.944, 0.929, 0.919, 0.913 (eq. 2). Evaluates every 2
+epochs for the val AP curves.
 """
 
 from dla_jax.configs import shapes_tiny

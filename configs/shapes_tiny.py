@@ -18,9 +18,11 @@ def get_config():
   # At 128 px objects span 8-110 px: anchors of 4 strides (32 px on P3 ... 512 px on P7) spread
   # them over P3-P5, where 8 strides would put nearly all of them on P3.
   config.model.anchor_scale = 4.0
-  # float32 on every backend, so that its results (docs/reproduction.md) reproduce anywhere.
+  # float32 on every backend, so that its results reproduce anywhere
+  # (docs/reproduction.md#float32-and-bfloat16-2026-12-02).
   config.model.dtype = 'float32'
-  # Kept as this config was measured (docs/performance.md): a ReLU before P7, every image
+  # The recipe its figures were measured with, so that they reproduce
+  # (docs/reproduction.md#the-coco-recipe-against-mmdetections): a ReLU before P7, every image
   # trained on (some shapes images have no object), warm-up from 1/3. The COCO recipe has none
   # of the three (default.py).
   config.model.fpn_relu_before_p7 = True
@@ -33,12 +35,12 @@ def get_config():
   config.data.short_side_range = (128, 128)
   config.data.max_boxes = 20
   # Two threads in the training process load 128 px shapes many times faster than the step
-  # takes them (docs/performance.md, input pipeline); no worker processes to start.
+  # takes them (docs/performance.md#input-pipeline); no worker processes to start.
   config.data.num_workers = 0
   config.data.num_threads = 2
-  # From scratch on a CPU budget: AdamW converges in far fewer steps than the COCO recipe's SGD
-  # (measured on shapes: AP 0.28 after 4 epochs against SGD's 0.26 after 10). 11 epochs of
-  # 4000 images take about 13 minutes on 2 CPU cores; lr 3e-3 beat 2e-3 and 1e-3.
+  # From scratch on a CPU budget: AdamW converges in far fewer steps than the COCO recipe's SGD,
+  # and lr 3e-3 was the best of those tried (docs/reproduction.md#the-shapes-recipes-optimiser).
+  # 11 epochs of 4000 images fit a CPU's budget (the time: docs/performance.md#the-main-job).
   config.optim.name = 'adamw'
   config.optim.base_lr = 3e-3
   config.optim.warmup_steps = 300

@@ -9,6 +9,7 @@ import numpy as np
 import optax
 
 from dla_jax.configs import atss_r50_fpn_1x_coco
+from dla_jax.configs import atss_r50_fpn_anchor_1x_coco
 from dla_jax.configs import dla_r101_fpn_2x_coco
 from dla_jax.configs import dla_r50_fpn_1x_coco
 from dla_jax.configs import dla_r50_fpn_anchor_1x_coco
@@ -19,21 +20,38 @@ from dla_jax import priors as priors_lib
 from dla_jax.models import detector
 from dla_jax.models import fpn as fpn_lib
 
-# ATSS R50-FPN (80 classes) counted layer by layer, BatchNorm affine terms included as PyTorch
-# counts them: torchvision ResNet-50 without fc 23,508,032; FPN (3 laterals, 3 outputs, P6, P7)
-# 3,868,672; head: 8 tower convs + GroupNorm 4,722,688, classifier 184,400, regression 9,220,
-# centerness 2,305, 5 scales.
-ATSS_R50_PARAMS = 23_508_032 + 3_868_672 + 4_722_688 + 184_400 + 9_220 + 2_305 + 5
+# MMDetection v2's ATSS R50-FPN (configs/atss/atss_r50_fpn_1x_coco.py: anchor-based, 80
+# classes), its parameters as PyTorch counts them (BatchNorm's scale and bias are parameters,
+# its running statistics are not): 32,295,322 in all, 4,918,618 of them in its ATSSHead. Layer
+# by layer, the head is 8 tower convs with GroupNorm 4,722,688, classifier 184,400, regression
+# 9,220, centerness 2,305 and 5 scales; the FPN (3 laterals, 3 outputs, P6, P7) 3,868,672.
+MMDET_ATSS_R50_FPN = 32_295_322
+MMDET_ATSS_HEAD = 4_918_618
+FPN_PARAMS = 3_868_672
 CENTERNESS_PARAMS = 9 * 256 + 1
 # DLA's metric branch replaces centerness: 1x1 conv 512 -> 256 (+bias), 3x3 conv 256 -> 1 (+bias).
 METRIC_BRANCH_PARAMS = 512 * 256 + 256 + 9 * 256 + 1
+# torchvision's ImageNet classifiers' parameter counts (its model docs' num_params), less the fc
+# layer (2048 x 1000 + 1000) that a detector's backbone leaves out.
+_FC = 2048 * 1000 + 1000
+TORCHVISION_BACKBONES = {'resnet50': 25_557_032 - _FC, 'resnet101': 44_549_160 - _FC,
+                         'resnext101_64x4d': 83_455_272 - _FC}
 
 
-def _pytorch_style_count(variables) -> int:
-  """Trainable params plus BatchNorm scale and bias (running statistics are buffers in torch)."""
-  bn = [v for p, v in jax.tree_util.tree_flatten_with_path(variables['batch_stats'])[0]
+def _pytorch_style_count(variables, part: str | None = None) -> int:
+  """Trainable params plus BatchNorm scale and bias (running statistics are buffers in torch),
+  of the whole detector or of one ``part`` ('backbone', 'fpn', 'head')."""
+  if part:
+    variables = {k: {part: v[part]} if part in v else {} for k, v in variables.items()}
+  bn = [v for p, v in jax.tree_util.tree_flatten_with_path(variables.get('batch_stats', {}))[0]
         if p[-1].key in ('scale', 'bias')]
   return sum(x.size for x in jax.tree.leaves(variables['params'])) + sum(x.size for x in bn)
+
+
+def _abstract_variables(config):
+  """The detector's variables as shapes only: nothing is initialised."""
+  return jax.eval_shape(detector.build_detector(config).init, jax.random.key(0),
+                        jax.ShapeDtypeStruct((1, 64, 64, 3), jnp.float32))
 
 
 @pytest.mark.parametrize('config_module', [dla_r50_fpn_1x_coco, dla_r50_fpn_anchor_1x_coco,
@@ -43,32 +61,42 @@ def test_paper_detectors_output_one_row_per_prior_at_coco_size(config_module, im
   config = config_module.get_config()
   model = detector.build_detector(config)
   images = jax.ShapeDtypeStruct((2, *image_size, 3), jnp.float32)
-  variables, outputs = jax.eval_shape(
-      lambda x: model.init_with_output(jax.random.key(0), x)[::-1], images)
+  outputs = jax.eval_shape(lambda x: model.init_with_output(jax.random.key(0), x)[0], images)
   n = sum(priors_lib.make_priors(image_size, fpn_lib.STRIDES, 8.0).level_sizes)
   assert outputs['cls_logits'].shape == (2, n, 80)
   assert outputs['box_reg'].shape == (2, n, 4)
   assert outputs['quality_logits'].shape == (2, n)
   assert all(o.dtype == jnp.float32 for o in outputs.values())
-  print(f'{config.model.backbone} {config.model.prior} {image_size}: N={n}, '
-        f'{_pytorch_style_count(variables):,} parameters')
 
 
-def test_atss_r50_detector_has_exactly_mmdetections_count():
-  config = atss_r50_fpn_1x_coco.get_config()
-  variables = jax.eval_shape(detector.build_detector(config).init, jax.random.key(0),
-                             jax.ShapeDtypeStruct((1, 64, 64, 3), jnp.float32))
-  assert _pytorch_style_count(variables) == ATSS_R50_PARAMS
+@pytest.mark.parametrize('config_module', [atss_r50_fpn_anchor_1x_coco, atss_r50_fpn_1x_coco])
+def test_atss_r50_has_mmdetections_parameter_counts(config_module):
+  """The anchor-based config is MMDetection's; the anchor-free one differs in how its outputs
+  are decoded, not in any layer."""
+  variables = _abstract_variables(config_module.get_config())
+  assert _pytorch_style_count(variables, 'head') == MMDET_ATSS_HEAD
+  assert _pytorch_style_count(variables, 'backbone') == TORCHVISION_BACKBONES['resnet50']
+  assert _pytorch_style_count(variables, 'fpn') == FPN_PARAMS
+  assert _pytorch_style_count(variables) == MMDET_ATSS_R50_FPN
   assert 'centerness' in variables['params']['head']
   assert 'metric_reduce' not in variables['params']['head']
 
 
-def test_r50_detector_has_atss_count_with_the_metric_branch_for_centerness():
-  config = dla_r50_fpn_1x_coco.get_config()
-  variables = jax.eval_shape(detector.build_detector(config).init, jax.random.key(0),
-                             jax.ShapeDtypeStruct((1, 64, 64, 3), jnp.float32))
-  count = _pytorch_style_count(variables)
-  assert count == ATSS_R50_PARAMS - CENTERNESS_PARAMS + METRIC_BRANCH_PARAMS == 32_426_650
+@pytest.mark.parametrize('config_module', [dla_r50_fpn_1x_coco, dla_r50_fpn_anchor_1x_coco,
+                                           dla_r101_fpn_2x_coco, dla_x101_64x4d_fpn_2x_coco])
+def test_paper_detectors_count_atss_with_the_metric_branch_for_centerness(config_module):
+  """ATSS R50-FPN's count, with its backbone swapped for the config's torchvision one."""
+  config = config_module.get_config()
+  variables = _abstract_variables(config)
+  backbone = TORCHVISION_BACKBONES[config.model.backbone]
+  assert _pytorch_style_count(variables, 'backbone') == backbone
+  assert _pytorch_style_count(variables, 'head') == (
+      MMDET_ATSS_HEAD - CENTERNESS_PARAMS + METRIC_BRANCH_PARAMS)
+  assert _pytorch_style_count(variables) == (
+      MMDET_ATSS_R50_FPN - TORCHVISION_BACKBONES['resnet50'] + backbone - CENTERNESS_PARAMS +
+      METRIC_BRANCH_PARAMS)
+  assert 'metric_reduce' in variables['params']['head']
+  assert 'centerness' not in variables['params']['head']
 
 
 def _tiny(**model_overrides):

@@ -4,6 +4,7 @@ launch/constraints.txt holds the versions the tests run with; the README's layou
 tree, and modules keep to their concerns."""
 
 import ast
+import collections
 import importlib.metadata
 import os
 import pathlib
@@ -63,14 +64,81 @@ def test_the_test_command_installs_through_the_constraints():
   assert os.access(REPO / '.ci' / 'run', os.X_OK)
 
 
-def test_readme_layout_names_every_module_and_only_files_that_exist():
+_FILE_TOKEN = re.compile(r'[\w.-]+(?:/[\w.-]+)*(?:\.(?:py|sh|ipynb|md|txt|toml)\b|/(?![\w.]))')
+
+
+def layout_entries(readme: str) -> dict[str, str]:
+  """{path: description} of the README's Layout block: a row starts with a path at the left
+  margin (a folder ends with '/'); indented lines continue the row above."""
+  block = readme.split('## Layout', 1)[1].split('```')[1]
+  entries, path = {}, None
+  for line in block.strip('\n').splitlines():
+    if line[:1].strip():
+      path, _, description = line.partition(' ')
+      entries[path] = description.strip()
+    elif path:
+      entries[path] += ' ' + line.strip()
+  return entries
+
+
+def layout_problems(readme: str, root: pathlib.Path) -> list[str]:
+  """What the README's Layout block gets wrong about the tree under ``root``.
+
+  Every row's path must exist (a folder as a folder), and so must every file or folder its
+  description names by a path with a suffix (``serving.py``, ``sweeps/``), looked up in the
+  row's folder or the one above it. Every module under ``dla_jax/`` but ``__init__.py`` must be
+  listed: as a row of its own, or named in the description of a row in its folder (a folder's
+  row may name it without '.py').
+  """
+  entries = layout_entries(readme)
+  problems = []
+  names = collections.defaultdict(set)  # folder -> the module names its rows give
+  for path, description in entries.items():
+    target = root / path
+    if not (target.is_dir() if path.endswith('/') else target.is_file()):
+      problems.append(f'{path}: listed in the README layout, not in the tree')
+      continue
+    folder = target if path.endswith('/') else target.parent
+    files = _FILE_TOKEN.findall(description)
+    for name in files:
+      if not any((base / name).exists() for base in (folder, folder.parent)):
+        problems.append(f'{path}: its description names {name}, not in the tree')
+    names[folder] |= set(files)
+    if path.endswith('/'):
+      names[folder] |= {f'{word}.py' for word in re.findall(r'\w+', description)}
+    else:
+      names[folder].add(target.name)
+  for module in sorted((root / 'dla_jax').rglob('*.py')):
+    if module.name != '__init__.py' and module.name not in names[module.parent]:
+      problems.append(f'{module.relative_to(root).as_posix()}: in the tree, not listed in the '
+                      'README layout')
+  return problems
+
+
+def test_readme_layout_lists_every_module_and_only_paths_that_exist():
+  assert layout_problems((REPO / 'README.md').read_text(), REPO) == []
+
+
+def test_layout_check_reports_each_disagreement_of_readme_and_tree(tmp_path):
   readme = (REPO / 'README.md').read_text()
-  layout = readme.split('## Layout', 1)[1].split('```')[1]
-  for module in sorted((REPO / 'dla_jax').rglob('*.py')):
-    if module.name != '__init__.py':
-      assert re.search(rf'\b{module.stem}\b', layout), f'{module} is not in the README layout'
-  for path in re.findall(r'^(\S+)', layout, flags=re.M):
-    assert (REPO / path).exists(), f'the README layout names {path}, which does not exist'
+  for top in {path.split('/')[0] for path in layout_entries(readme)}:
+    for path in (REPO / top).rglob('*'):
+      if path.is_file() and '__pycache__' not in path.parts:
+        (tmp_path / path.relative_to(REPO)).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / path.relative_to(REPO)).touch()
+  assert layout_problems(readme, tmp_path) == []
+  (tmp_path / 'dla_jax' / 'train.py').unlink()
+  (tmp_path / 'dla_jax' / 'models' / 'fpn.py').unlink()
+  (tmp_path / 'dla_jax' / 'data' / 'mosaic.py').touch()
+  # step.py's row renamed: 'step' stays a word of the layout ('step decay'), but no row lists it.
+  edited = readme.replace('dla_jax/step.py ', 'dla_jax/steps.py ').replace('; prefetch', '')
+  assert layout_problems(edited, tmp_path) == [
+      'dla_jax/train.py: listed in the README layout, not in the tree',
+      'dla_jax/steps.py: listed in the README layout, not in the tree',
+      'dla_jax/models/: its description names fpn.py, not in the tree',
+      'dla_jax/data/mosaic.py: in the tree, not listed in the README layout',
+      'dla_jax/data/prefetch.py: in the tree, not listed in the README layout',
+      'dla_jax/step.py: in the tree, not listed in the README layout']
 
 
 def _imports(module: str) -> set[str]:

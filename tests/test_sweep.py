@@ -1,18 +1,25 @@
 """The sweep runner and its summary work end to end on a two-run micro-sweep, and a rerun
 skips what is finished."""
 
+import itertools
 import json
 import os
+import pathlib
 import re
 import subprocess
 import sys
 
+from absl import flags
+import ml_collections
+from ml_collections import config_flags
 import pytest
 
+from dla_jax import config_check
 from dla_jax.configs import atss_r50_fpn_1x_coco
-from dla_jax.configs import default
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+REPO = pathlib.Path(__file__).resolve().parent.parent
+# The config the reproduction sweeps run on (docs/reproduction.md#commands).
+SWEEP_BASE = str(REPO / 'configs' / 'shapes_sweep.py')
 sys.path.insert(0, os.path.join(REPO, 'launch'))
 import summarize_sweep  # pylint: disable=g-import-not-at-top,wrong-import-position
 import sweep  # pylint: disable=g-import-not-at-top,wrong-import-position
@@ -101,11 +108,6 @@ def test_summary_refuses_a_run_in_two_sweeps(tmp_path):
     summarize_sweep.collect([str(tmp_path / 'one'), str(tmp_path / 'two')])
 
 
-def test_sweep_reads_the_file_training_writes_last():
-  from dla_jax import train  # pylint: disable=g-import-not-at-top  (jax only for this test)
-  assert sweep.FINAL_METRICS == train.FINAL_METRICS
-
-
 def test_sweep_record_keeps_earlier_invocations(tmp_path):
   sweep.record_runs(str(tmp_path), [('dla', 0, '/w/dla/seed_0', ['python', 'a'])])
   sweep.record_runs(str(tmp_path), [('dla', 1, '/w/dla/seed_1', ['python', 'b']),
@@ -128,19 +130,61 @@ def test_runs_flag_picks_runs_of_the_sweep_file_and_refuses_unknown_ones(tmp_pat
   assert result.returncode == 2 and '--runs: simota not in' in result.stderr
 
 
+def _config(overrides: list[str]) -> ml_collections.ConfigDict:
+  """The config a sweep run trains: ``SWEEP_BASE`` with the run's ``--config.*`` overrides,
+  parsed by ml_collections' config flag as ``dla_jax.main`` does, and checked as it does."""
+  values = flags.FlagValues()
+  argv = ['sweep', f'--config={SWEEP_BASE}', *overrides]
+  config_flags.DEFINE_config_file('config', SWEEP_BASE, flag_values=values, sys_argv=argv)
+  values(argv)
+  config_check.check(values.config, num_devices=1)
+  return values.config
+
+
+def _build(overrides: list[str]) -> dict:
+  """{dotted field: value} of ``_config(overrides)``."""
+  return _fields(_config(overrides))
+
+
+def _fields(config: ml_collections.ConfigDict) -> dict:
+  return dict(_leaves(config.to_dict()))
+
+
+def _leaves(tree: dict, prefix: str = ''):
+  for key, value in tree.items():
+    if isinstance(value, dict):
+      yield from _leaves(value, f'{prefix}{key}.')
+    else:
+      yield f'{prefix}{key}', value
+
+
+def _changed(config: dict, base: dict) -> set[str]:
+  return {field for field, value in config.items() if value != base[field]}
+
+
+@pytest.mark.parametrize('sweep_file', sorted((REPO / 'launch' / 'sweeps').glob('*.py')),
+                         ids=lambda path: path.stem)
+def test_each_sweep_run_builds_a_distinct_config_changed_only_in_its_named_fields(sweep_file):
+  base = _build([])
+  configs = {}
+  for name, overrides in sweep.load_sweep(str(sweep_file)).items():
+    config = configs[name] = _build(overrides)
+    named = {flag[len('--config.'):].partition('=')[0] for flag in overrides}
+    changed = _changed(config, base)
+    assert changed <= named, f'{name}: {changed - named} changed, not named'
+    assert bool(changed) == bool(overrides), f'{name}: {overrides} leave the base unchanged'
+  for (one, first), (other, second) in itertools.combinations(configs.items(), 2):
+    assert first != second, f'{one} and {other} train the same config'
+
+
 def test_dla_vs_atss_sweep_has_true_atss_and_the_assigner_ablation_in_both_prior_modes():
-  runs = sweep.load_sweep(os.path.join(REPO, 'launch', 'sweeps', 'dla_vs_atss.py'))
-  # The sweep's ATSS is the COCO ATSS config's: the fields atss() sets, to the same values.
-  config = default.get_config()
-  changed = atss_r50_fpn_1x_coco.atss(default.get_config())
-  overrides = {}
-  for flag in runs['atss']:
-    field, value = flag[len('--config.'):].split('=')
-    overrides[field] = value
-  assert overrides == {f'{section}.{key}': str(value)
-                       for section in ('model', 'assigner')
-                       for key, value in changed[section].items()
-                       if value != config[section][key]}
-  assert runs['atss_assigner'] == ['--config.assigner.name=atss']
+  configs = {name: _build(overrides) for name, overrides in
+             sweep.load_sweep(str(REPO / 'launch' / 'sweeps' / 'dla_vs_atss.py')).items()}
+  # The sweep's ATSS is the COCO ATSS config's: the base turned into ATSS by the same function.
+  assert configs['atss'] == _fields(atss_r50_fpn_1x_coco.atss(_config([])))
+  assert configs['dla'] == _build([])
+  assert _changed(configs['atss_assigner'], configs['dla']) == {'assigner.name'}
+  assert configs['atss_assigner']['assigner.name'] == 'atss'
   for name in ('dla', 'atss', 'atss_assigner'):
-    assert runs[f'{name}_anchor'] == runs[name] + ['--config.model.prior=anchor']
+    assert _changed(configs[f'{name}_anchor'], configs[name]) == {'model.prior'}
+    assert configs[f'{name}_anchor']['model.prior'] == 'anchor'

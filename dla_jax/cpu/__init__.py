@@ -11,7 +11,7 @@ This package works around the three, and only on the CPU:
   recomputed;
 - ``host_memory.py``: the memory XLA:CPU frees kept for its next call (``--keep_freed_memory``).
 
-What each buys is measured in docs/performance.md. Two calls decide everything:
+What each buys: docs/performance.md#the-cpu-only-code-dla_jaxcpu. Two calls decide everything:
 ``model_options(model_config, backend)`` says how the detector's modules compute, and
 ``keep_freed_memory()`` prepares the process before JAX starts its backend. On GPU and TPU,
 and on the CPU with ``model.conv_impl='xla'``, the detector is built without any of it: XLA's

@@ -2,11 +2,11 @@
 kernel gradients for other wide ones, XLA's own everywhere else.
 
 XLA:CPU runs a forward NHWC convolution through a fast kernel, but the convolution that computes
-the kernel's gradient runs several times slower (6.6x for a 3x3, 256 -> 256 conv at 64 x 64,
-batch 2, on the 2-core development machine), so that a ResNet-50-FPN train step spent 5x its
-forward time in the backward pass, and its 1x1 convolutions run at a fraction of its matmul
-speed (256 -> 64 at 2 x 128 x 128: 53 ms forward and 296 ms with both gradients, against 10 and
-56 ms as a matmul, on a 2-core EPYC). Three replacements:
+the kernel's gradient runs several times slower, so that a ResNet-50-FPN train step spends most
+of its time in the backward pass
+(docs/performance.md#what-each-change-bought-train-step-r50-at-512-x-512-batch-2), and its 1x1
+convolutions and their gradients run at a fraction of its matmul speed
+(docs/performance.md#what-each-change-bought-1). Three replacements:
 
 - 1x1 ungrouped convolutions are a 2-D matmul over the (strided) positions, and so are their
   gradients;
@@ -18,12 +18,8 @@ speed (256 -> 64 at 2 x 128 x 128: 53 ms forward and 296 ms with both gradients,
     dW[i, j] = sum over n, h, w of  x_pad[n, s*h + i, s*w + j, :]^T  dy[n, h, w, :],
 
   which XLA:CPU runs at matmul speed; the input gradient is XLA's own. It pays for wide
-  convolutions over many positions and loses for narrow ones (kernel-gradient time, matmul over
-  XLA's, measured on a 2-core Xeon):
-
-    3x3, 256 -> 256, 2 x 64 x 64: 0.35     1x1, 256 -> 256, 2 x 64 x 64: 0.24
-    3x3, 128 -> 128, 2 x 64 x 64: 0.52     3x3, 128 -> 128, 16 x 16 x 16: 1.22
-    3x3, 64 -> 64, 2 x 64 x 64: 1.20       3x3, 64 -> 64, 2 x 128 x 128: 1.02
+  convolutions over many positions and loses for narrow ones, hence ``MIN_CHANNELS`` and
+  ``MIN_WORK`` (docs/performance.md#matmul-kernel-gradients-per-convolution).
 
 ``model.conv_impl`` chooses (``implementation``). 'auto' picks: the matmul for 1x1 convolutions;
 Winograd for float32 3x3 stride-1 ones with enough output tiles to pay for transforming the
@@ -49,14 +45,10 @@ CONV_IMPLS = ('auto', 'winograd', 'matmul', 'xla')
 MIN_CHANNELS = 128
 MIN_WORK = 2**27
 # Winograd when output tiles >= C_in * C_out * this and the convolution has at least
-# MIN_WINOGRAD_MACS multiply-adds (positions * 9 * C_in * C_out). Forward + both gradients,
-# Winograd's time over XLA's, on the 2-core Xeon (AVX-512), 2026-11-28:
-#   2 x 64 x 64, 256 -> 256: 0.23    2 x 32 x 32, 256 -> 256: 0.46    2 x 16 x 16, 256 -> 256: 1.05
-#   2 x 16 x 16, 512 -> 512: 1.04    2 x 8 x 8, 256 -> 256: 1.88 (the kernel transform's memory
-#   traffic grows with C_in * C_out, the matmul work it saves with tiles * C_in * C_out);
-#   151M MACs (16 x 16 x 16 x 64 -> 64 and the like): 0.66-0.80, 75M: 0.82-0.98, 19M: 0.79-3.2.
-# Each Winograd convolution also takes 0.5-1.3 s to compile against XLA's 0.1 s, so below about
-# 1e8 MACs, where it saves under 1 ms a step, XLA's own is kept.
+# MIN_WINOGRAD_MACS multiply-adds (positions * 9 * C_in * C_out): the kernel transform's memory
+# traffic grows with C_in * C_out and the matmul work it saves with tiles * C_in * C_out, and a
+# Winograd convolution compiles several times longer than XLA's own, which small convolutions
+# do not earn back (docs/performance.md#winograd-against-xla-per-convolution).
 MIN_TILES_PER_WEIGHT = 1 / 1024
 MIN_WINOGRAD_MACS = 2**27
 _NHWC = ('NHWC', 'HWIO', 'NHWC')

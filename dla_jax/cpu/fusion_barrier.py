@@ -5,20 +5,19 @@ is written out anyway for another consumer that cannot fuse it (a matmul). In a 
 each block's output relu(bn3(conv3) + shortcut) feeds the next block's conv1 (a matmul, which
 reads it from memory) and the next block's residual add (a loop fusion, which XLA gives its
 own copy of the element-wise ops). The copy recomputes the shortcut, which is the block before's
-output, and so on back: block k's add read the conv3 outputs of every block before it in the
-stage, up to 7 arrays where 2 would do (R50 at 512 x 512).
+output, and so on back: without a barrier, block k's add reads the conv3 outputs of every block
+before it in the stage, up to 7 arrays where 2 would do (R50 at 512 x 512).
 
 XLA's fusion does not duplicate 'expensive' ops, and a floating-point division is one. So
 ``barrier(x, one)`` is ``x / one``: exact, since ``one`` is exactly 1, and read from memory by
 every consumer. ``one`` must be unknown when XLA compiles, else the division by a constant 1 is
 simplified away: ``runtime_one`` makes it from an input array.
 
-Measured on the 2-core Xeon (AVX-512), R50-FPN inference at 512 x 512, batch 2, float32,
-2026-11-28 (with and without, interleaved, 7 rounds, two runs): 687 against 721 ms and 735
-against 756 ms with a barrier after every backbone block; the train step was unchanged (2129
-against 2159 ms, within its spread). Barriers after the head's tower layers bought nothing
-(706 against 702 ms). ``block_output`` is what ``dla_jax.cpu.model_options`` gives the ResNet on
-the CPU only: XLA:GPU's fusion is another pass, not measured here.
+A barrier after every backbone block makes R50-FPN inference on XLA:CPU faster and leaves the
+train step as fast as without (docs/performance.md#what-each-change-bought); barriers after the
+head's tower layers buy nothing (docs/performance.md#tried-in-that-round-and-dropped).
+``block_output`` is what ``dla_jax.cpu.model_options`` gives the ResNet on the CPU only:
+XLA:GPU's fusion is another pass, not yet measured on a GPU.
 """
 
 from typing import Callable

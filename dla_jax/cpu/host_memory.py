@@ -2,12 +2,8 @@
 
 XLA:CPU allocates a compiled program's temporaries with malloc in every call and frees them
 after it. glibc serves blocks that large with mmap and unmaps them on free. So each call faults
-in fresh pages, which the kernel zeroes first. On the 2-core development machine (R50-FPN at
-512 x 512, batch 2, float32, 2026-11-28):
-
-- an inference call faulted 61,900 pages (242 MiB; 80,000 before ``cpu.fusion_barrier``)
-  and spent 0.10 s of CPU in the kernel;
-- a train step faulted 351,500 pages (1.37 GiB) and spent 0.55 s there.
+in fresh pages, which the kernel zeroes first: for R50-FPN, a measurable part of every call
+(docs/performance.md#what-each-change-bought).
 
 ``keep_freed_memory`` stops it in two steps:
 
@@ -19,11 +15,12 @@ in fresh pages, which the kernel zeroes first. On the 2-core development machine
   to a worker thread (``jax_cpu_enable_async_dispatch`` off). Called from the main thread, the
   program's temporaries then come from the main arena, which keeps and reuses them.
 
-Inference then faulted nothing per call and took 641 against 700 ms; a train step faulted
-17,100 pages and took 1955 against 2140 ms; compiles took as long as before (5.5 against 6.0 s
-and 17.0 against 16.6 s). An earlier version put every thread on the main arena instead
-(M_ARENA_MAX = 1); the faults went as well, but XLA's multi-threaded compiles then contended
-for that one arena and took a third longer.
+With both, an inference call faults in nothing and a train step a small fraction of those
+pages, and compiles take as long as without the setting
+(docs/performance.md#what-each-change-bought). Putting every thread on the main arena
+(M_ARENA_MAX = 1) stops the faults as well, but XLA's multi-threaded compiles then contend for
+that one arena and take longer
+(docs/performance.md#cpu-development-machine-2-cores-xeon-x86_64-avx-512-jax-0102-torch-2141-float32--2026-11-28-second-round-of-changes).
 
 The price: the process keeps its peak heap until it exits, and the Python thread waits for each
 CPU call (the input pipeline loads in its own threads, so training loses no overlap). Only

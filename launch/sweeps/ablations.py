@@ -1,5 +1,6 @@
-"""The paper's ablations of DLA (issue 9), each against the default DLA run (dynamic alpha,
-k = 10, gamma = 1: the ``dla`` run of ``dla_vs_atss.py``):
+"""The paper's ablations of DLA (docs/reproduction.md#alpha-k-and-gamma-on-the-2026-12-01-code),
+each against the default DLA run (dynamic alpha, k = 10, gamma = 1: the ``dla`` run of
+``dla_vs_atss.py``):
 
 - Table 2: alpha fixed at 1.0, 0.9 and 0.8 instead of the dynamic schedule;
 - Table 3: k (candidates per FPN level) in 5, 15 and 20;
