@@ -106,9 +106,8 @@ def main(argv):
     config, config_file = params_export.config, f'{_WEIGHTS.value} (export)'
   _require(config=config)
   on_devices = mode in ('train', 'train_and_evaluate', 'evaluate')  # batches split over them
-  config_check.check(config, jax.device_count() if on_devices else 1,
-                     jax.process_count() if on_devices else 1,
-                     training=mode in ('train', 'train_and_evaluate'))
+  if not on_devices:  # train and evaluate check the config themselves
+    config_check.check(config, 1, training=False)
   if not (mode == 'predict' and params_export):  # an export alone is enough to predict
     _require(workdir=workdir)
   runtime.enable_compilation_cache(config, workdir)
