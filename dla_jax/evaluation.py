@@ -134,17 +134,27 @@ class EvalSteps:
 
 
 def evaluate(config: ml_collections.ConfigDict, workdir: str, params: Any = None,
-             batch_stats: Any = None, step: int | None = None, split: str = 'val', *,
-             eval_steps: EvalSteps | None = None) -> dict[str, float]:
+             batch_stats: Any = None, step: int | None = None,
+             split: str = 'val') -> dict[str, float]:
   """COCO metrics of the model on ``split``; weights from ``params`` or the checkpoint of
-  ``step`` (default the latest) in ``workdir``. Writes the detections as a COCO results json
-  and the metrics to ``workdir``. Pass the run's ``eval_steps`` to reuse their compilations."""
+  ``step`` (default the latest) in ``workdir``. Checks ``config`` first
+  (``config_check.check``), then runs ``evaluate_weights``."""
   config_check.check(config, jax.device_count(), jax.process_count(), training=False)
   workdir_lib.check_writable(workdir)
-  eval_steps = eval_steps or EvalSteps.build(config)
-  mesh = eval_steps.mesh
+  eval_steps = EvalSteps.build(config)
   if params is None:
     params, batch_stats, step = checkpoint.restore_weights(config, workdir, step)
+  return evaluate_weights(config, workdir, params, batch_stats, step, eval_steps, split)
+
+
+def evaluate_weights(config: ml_collections.ConfigDict, workdir: str, params: Any,
+                     batch_stats: Any, step: int, eval_steps: EvalSteps,
+                     split: str = 'val') -> dict[str, float]:
+  """COCO metrics on ``split`` of the given weights, for a ``config`` already checked and a
+  writable ``workdir`` (as in a training run, which passes its ``eval_steps`` to reuse their
+  compilations). Writes the detections as a COCO results json and the metrics to
+  ``workdir``."""
+  mesh = eval_steps.mesh
   eval_iter, dataset = pipeline.make_eval_iterator(config, split,
                                                    global_batch=config.train.eval_batch)
   checkpoint.write_classes(workdir, dataset)

@@ -13,11 +13,10 @@ Normalisers. ``L_cls`` and the quality loss are divided by the number of positiv
 ``L_reg`` by the sum of its weights (``sum(w)``, or the sum of centerness targets), both over the
 whole batch and both clamped at 1 as ATSS / MMDetection do (``reduce_mean(...).clamp_(min=1)``),
 so a batch without positives has a finite loss (then only the background terms, divided by 1).
-Under ``jax.jit`` with a sharded global batch the sums are already global and no ``axis_name``
-is needed. Inside a per-device map (``jax.shard_map`` or a named ``vmap``), pass ``axis_name``:
-the per-device normalisers are then averaged with ``lax.pmean``, as MMDetection's
-``reduce_mean``, and the mean over devices of the per-device losses equals the loss of the
-global batch.
+The loss is computed under ``jax.jit`` on the global batch, sharded over the devices (with
+``mesh``, only the assigner runs per device), so these sums are already global: they play the
+part of MMDetection's ``reduce_mean`` over devices, and the loss equals the loss of the same
+batch on one device.
 """
 
 import functools
@@ -129,7 +128,6 @@ def detection_loss(outputs: dict[str, jnp.ndarray],
                    gt_valid: jnp.ndarray,
                    alpha: jnp.ndarray,
                    config: ml_collections.ConfigDict,
-                   axis_name: Optional[str] = None,
                    mesh: Optional[jax.sharding.Mesh] = None,
                    ) -> tuple[jnp.ndarray, dict[str, jnp.ndarray]]:
   """Eq. 8 on a batch: assigns labels from the (stop-gradient) predictions, then the loss of
@@ -145,15 +143,13 @@ def detection_loss(outputs: dict[str, jnp.ndarray],
     gt_valid: [B, G] bool, False for padding.
     alpha: [] float32 from ``assign.alpha_schedule`` (eq. 2).
     config: the experiment config (``model.prior``, ``model.head``, ``assigner``, ``loss``).
-    axis_name: the mapped device axis whose normalisers are averaged, or None (see the module
-      docstring).
     mesh: under ``jax.jit`` over a mesh with the batch split on its first axis: the assigner
       runs on each device's own images (``assign.per_device``).
 
   Returns:
     The total loss ``[]`` and a dict of ``[]`` float32 metrics: ``loss``, ``loss_cls``,
     ``loss_reg``, ``loss_metric`` ('dla') or ``loss_centerness`` ('atss'), ``num_pos``
-    (positives per device, or in the batch) and ``alpha``.
+    (positives in the batch) and ``alpha``.
   """
   cls_logits = outputs['cls_logits']
   num_classes = cls_logits.shape[-1]
@@ -177,8 +173,6 @@ def detection_loss(outputs: dict[str, jnp.ndarray],
     quality_name = 'loss_metric'
     reg, sum_w, quality = _dla_terms(outputs, pred_boxes, targets, c.metric_beta)
   num_pos = targets.positive.sum().astype(jnp.float32)
-  if axis_name is not None:
-    num_pos, sum_w = jax.lax.pmean((num_pos, sum_w), axis_name)
   pos_norm = jnp.maximum(num_pos, 1.0)
   reg_norm = jnp.maximum(sum_w, 1.0)
 

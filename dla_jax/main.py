@@ -9,7 +9,7 @@
   python -m dla_jax.main --mode predict --weights /tmp/dla_shapes_export \
       --images 'photos/*.png' --out /tmp/drawn
   python -m dla_jax.main --mode export --format stablehlo --config configs/shapes_tiny.py \
-      --workdir /tmp/dla_shapes --out /tmp/dla_shapes_deploy  # then dla_jax.serving
+      --workdir /tmp/dla_shapes --out /tmp/dla_shapes_stablehlo  # then dla_jax.serving
 """
 
 import glob
@@ -23,9 +23,9 @@ from dla_jax import checkpoint
 from dla_jax import cli
 from dla_jax import config_check
 from dla_jax import cpu
-from dla_jax import deploy
 from dla_jax import evaluation
-from dla_jax import export
+from dla_jax import export_params
+from dla_jax import export_stablehlo
 from dla_jax import predict
 from dla_jax import runtime
 from dla_jax import serving
@@ -48,7 +48,7 @@ _WEIGHTS = flags.DEFINE_string('weights', None, 'evaluate/predict: an export fol
 _FORMAT = flags.DEFINE_enum('format', 'params', ['params', 'stablehlo'],
                             'export: params (the weights and config, for this package) or '
                             'stablehlo (serialized programs for dla_jax.serving, which needs '
-                            'only jax, numpy and Pillow; dla_jax/deploy.py).')
+                            'only jax, numpy and Pillow; dla_jax/export_stablehlo.py).')
 _IMAGES = flags.DEFINE_string('images', None, 'predict: glob of image files.')
 _OUT = flags.DEFINE_string('out', None, 'predict: folder for the drawn PNGs; export: the new '
                            'export folder.')
@@ -90,25 +90,25 @@ def main(argv):
     cpu.keep_freed_memory()  # before JAX starts its backend
   if _DISTRIBUTED.value:
     jax.distributed.initialize(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value)
-  if _WEIGHTS.value and serving.is_export(_WEIGHTS.value):
+  if _WEIGHTS.value and serving.is_stablehlo_export(_WEIGHTS.value):
     if mode != 'predict':
       raise app.UsageError(f'--weights {_WEIGHTS.value} is a stablehlo export, which runs '
                            '--mode predict only; evaluate takes a params export')
     _require(images=_IMAGES.value, out=_OUT.value)
-    for path in predict.predict_served(serving.load(_WEIGHTS.value), _image_paths(), _OUT.value):
+    for path in predict.predict_stablehlo(serving.load(_WEIGHTS.value), _image_paths(),
+                                          _OUT.value):
       print(path)
     return
-  exported = export.load(_WEIGHTS.value) if _WEIGHTS.value else None
+  params_export = export_params.load(_WEIGHTS.value) if _WEIGHTS.value else None
   config_file = (cli.config_path(config_flags.get_config_filename(flags.FLAGS['config']))
                  if config is not None else None)
-  if exported and config is None:
-    config, config_file = exported.config, f'{_WEIGHTS.value} (export)'
+  if params_export and config is None:
+    config, config_file = params_export.config, f'{_WEIGHTS.value} (export)'
   _require(config=config)
   on_devices = mode in ('train', 'train_and_evaluate', 'evaluate')  # batches split over them
-  config_check.check(config, jax.device_count() if on_devices else 1,
-                     jax.process_count() if on_devices else 1,
-                     training=mode in ('train', 'train_and_evaluate'))
-  if not (mode == 'predict' and exported):  # an export alone is enough to predict
+  if not on_devices:  # train and evaluate check the config themselves
+    config_check.check(config, 1, training=False)
+  if not (mode == 'predict' and params_export):  # an export alone is enough to predict
     _require(workdir=workdir)
   runtime.enable_compilation_cache(config, workdir)
   if jax.process_index() == 0:
@@ -120,27 +120,29 @@ def main(argv):
   elif mode == 'train_and_evaluate':
     train.train_and_evaluate(config, workdir)
   elif mode == 'evaluate':
-    if exported:
-      evaluation.evaluate(config, workdir, exported.params, exported.batch_stats, exported.step)
+    if params_export:
+      evaluation.evaluate(config, workdir, params_export.params, params_export.batch_stats,
+                          params_export.step)
     else:
       evaluation.evaluate(config, workdir, step=_STEP.value)
   elif mode == 'export' and _FORMAT.value == 'stablehlo':
     _require(out=_OUT.value)
     params, batch_stats, step = checkpoint.restore_weights(config, workdir, _STEP.value)
-    manifest = deploy.export_stablehlo(config, params, batch_stats,
+    manifest = export_stablehlo.export(config, params, batch_stats,
                                        checkpoint.read_classes(workdir, config.data.num_classes),
                                        _OUT.value, step)
     print(f'exported step {step} of {workdir} to {_OUT.value} as StableHLO for '
           f'{", ".join(manifest["platforms"])} in {manifest["export_seconds"]:.1f} s')
   elif mode == 'export':
     _require(out=_OUT.value)
-    step = export.export(config, workdir, _OUT.value, _STEP.value)
+    step = export_params.export(config, workdir, _OUT.value, _STEP.value)
     print(f'exported step {step} of {workdir} to {_OUT.value}')
   else:
     _require(images=_IMAGES.value, out=_OUT.value)
     paths = _image_paths()
-    if exported:
-      params, batch_stats, names = exported.params, exported.batch_stats, exported.class_names
+    if params_export:
+      params, batch_stats, names = (params_export.params, params_export.batch_stats,
+                                    params_export.class_names)
     else:
       params, batch_stats, _ = checkpoint.restore_weights(config, workdir, _STEP.value)
       names = checkpoint.read_classes(workdir, config.data.num_classes)

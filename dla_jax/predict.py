@@ -9,6 +9,7 @@ import numpy as np
 from PIL import Image
 from PIL import ImageDraw
 
+from dla_jax import serving
 from dla_jax import step as step_lib
 from dla_jax.data import image_annotations
 from dla_jax.data import transforms
@@ -61,7 +62,7 @@ def predict(config: ml_collections.ConfigDict, params: Any, batch_stats: Any,
             names: Sequence[str], paths: Sequence[str], out_dir: str,
             score_threshold: float = 0.3) -> list[str]:
   """Detects objects in each image of ``paths`` with the model of ``config`` and the given
-  weights (from ``checkpoint.restore_weights`` or ``export.load``); writes ``out_dir/<name>.png``
+  weights (from ``checkpoint.restore_weights`` or ``export_params.load``); writes ``out_dir/<name>.png``
   for each, labelled with ``names[label]``, and returns those paths. Detections scoring under
   ``score_threshold`` are not drawn."""
   os.makedirs(out_dir, exist_ok=True)
@@ -74,14 +75,15 @@ def predict(config: ml_collections.ConfigDict, params: Any, batch_stats: Any,
   return written
 
 
-def predict_served(served, paths: Sequence[str], out_dir: str,
-                   score_threshold: float = 0.3) -> list[str]:
+def predict_stablehlo(loaded: serving.StableHLODetector, paths: Sequence[str], out_dir: str,
+                      score_threshold: float = 0.3) -> list[str]:
   """``predict`` with a stablehlo export loaded by ``serving.load``."""
   os.makedirs(out_dir, exist_ok=True)
   images = [image_annotations.read_image(path) for path in paths]
   written = []
-  for path, image, found in zip(paths, images, served.detect(images)):
-    keep = found.scores >= score_threshold
-    written.append(_write(out_dir, path, draw(image, found.boxes[keep], found.classes[keep],
-                                              found.scores[keep], served.class_names)))
+  for path, image, detections in zip(paths, images, loaded.detect(images)):
+    keep = detections.scores >= score_threshold
+    written.append(_write(out_dir, path, draw(image, detections.boxes[keep],
+                                              detections.classes[keep],
+                                              detections.scores[keep], loaded.class_names)))
   return written

@@ -1,10 +1,10 @@
-"""Runs a detector exported with ``--mode export --format stablehlo`` (``dla_jax/deploy.py``),
-with jax, numpy and Pillow only: no flax, optax or model code.
+"""Runs a detector exported with ``--mode export --format stablehlo``
+(``dla_jax/export_stablehlo.py``), with jax, numpy and Pillow only: no flax, optax or model code.
 
   from dla_jax import serving
-  detector = serving.load('/tmp/dla_shapes_deploy')
-  for found in detector.detect(['a.jpg', 'b.png']):  # or [H, W, 3] uint8 arrays, PIL images
-    print(found.boxes, found.scores, found.names)    # boxes in the original image's pixels
+  detector = serving.load('/tmp/dla_shapes_stablehlo')
+  for image in detector.detect(['a.jpg', 'b.png']):  # or [H, W, 3] uint8 arrays, PIL images
+    print(image.boxes, image.scores, image.names)    # boxes in the original image's pixels
 
 The folder's ``deploy.json`` states the contract that ``detect`` follows: each image is resized
 keeping its aspect ratio to fit ``scale`` (bilinear, sizes rounded to the pixel), padded with
@@ -35,7 +35,7 @@ WEIGHTS = 'weights.npz'
 
 
 @dataclasses.dataclass(frozen=True)
-class Found:
+class ImageDetections:
   """One image's detections, best first.
 
   Attributes:
@@ -56,8 +56,9 @@ def _read(path: pathlib.Path, what: str) -> bytes:
   return path.read_bytes()
 
 
-class Served:
-  """A loaded export: ``detect`` runs it. Programs are deserialized when first needed."""
+class StableHLODetector:
+  """A stablehlo export, loaded: ``detect`` runs it. Programs are deserialized when first
+  needed."""
 
   def __init__(self, folder: str):
     self.folder = pathlib.Path(folder)
@@ -98,7 +99,7 @@ class Served:
                                f'({type(e).__name__}: {e})') from e
     return self._programs[padded_hw]
 
-  def detect(self, images: Sequence[Any], batch_size: int = 8) -> list[Found]:
+  def detect(self, images: Sequence[Any], batch_size: int = 8) -> list[ImageDetections]:
     """Detections for each image: a file path, a PIL image or an [H, W, 3] uint8 RGB array.
 
     Images of one orientation go through their program ``batch_size`` at a time.
@@ -106,7 +107,7 @@ class Served:
     inputs = [_as_image(image, i) for i, image in enumerate(images)]
     prepared = [transforms.eval_input(image, np.zeros((0, 4), np.float32), self.scale,
                                       self.image_size) for image in inputs]
-    found: list[Found | None] = [None] * len(inputs)
+    detections: list[ImageDetections | None] = [None] * len(inputs)
     by_shape: dict[tuple[int, int], list[int]] = {}
     for i, (padded, _, _) in enumerate(prepared):
       by_shape.setdefault(padded.shape[:2], []).append(i)
@@ -120,11 +121,11 @@ class Served:
         for row, i in enumerate(chunk):
           n = int(out['counts'][row])
           classes = out['classes'][row, :n]
-          found[i] = Found(
+          detections[i] = ImageDetections(
               transforms.to_original_pixels(out['boxes'][row, :n], inputs[i].size,
                                             prepared[i][2]),
               out['scores'][row, :n], classes, [self.class_names[c] for c in classes])
-    return found
+    return detections
 
 
 def _as_image(image: Any, index: int) -> Image.Image:
@@ -142,11 +143,11 @@ def _as_image(image: Any, index: int) -> Image.Image:
   return Image.fromarray(array)
 
 
-def load(folder: str) -> Served:
+def load(folder: str) -> StableHLODetector:
   """The export in ``folder`` (written by ``--mode export --format stablehlo``)."""
-  return Served(folder)
+  return StableHLODetector(folder)
 
 
-def is_export(folder: str) -> bool:
-  """Whether ``folder`` holds a stablehlo export (rather than a params-only one)."""
+def is_stablehlo_export(folder: str) -> bool:
+  """Whether ``folder`` holds a stablehlo export (rather than a params one)."""
   return (pathlib.Path(folder) / MANIFEST).exists()

@@ -1,5 +1,6 @@
 """The training loop: ``train_and_evaluate(config, workdir)`` is what the command line and
-notebooks call; ``train`` runs the loop alone.
+notebooks call; ``train`` runs the loop alone. Each checks the config once
+(``config_check.check``) before anything is built, then runs the unchecked ``_train_loop``.
 
 The loop only synchronises with the devices at log steps (every ``train.log_every`` steps):
 metrics are summed on the device in between, and a non-finite loss is recorded in the state by
@@ -92,13 +93,18 @@ class _Preemption:
       signal.signal(signal.SIGTERM, self._previous)
 
 
-def train(config: ml_collections.ConfigDict, workdir: str,
-          eval_steps: evaluation.EvalSteps | None = None) -> step_lib.TrainState:
+def train(config: ml_collections.ConfigDict, workdir: str) -> step_lib.TrainState:
   """Trains for ``optim.epochs`` epochs, resuming from the latest checkpoint in ``workdir``,
-  evaluating on the val split every ``train.eval_every_epochs`` epochs (0: never) with
-  ``eval_steps`` (built here when needed)."""
+  evaluating on the val split every ``train.eval_every_epochs`` epochs (0: never)."""
+  config_check.check(config, jax.device_count(), jax.process_count())
+  return _train_loop(config, workdir)
+
+
+def _train_loop(config: ml_collections.ConfigDict, workdir: str,
+                eval_steps: evaluation.EvalSteps | None = None) -> step_lib.TrainState:
+  """``train`` for a checked ``config``, evaluating with ``eval_steps`` (built here when
+  needed)."""
   mesh = step_lib.make_mesh()
-  config_check.check(config, mesh.devices.size, jax.process_count())
   workdir_lib.check_writable(workdir)
   train_iter = pipeline.make_train_iterator(config)
   steps_per_epoch = train_iter.batches_per_epoch
@@ -171,8 +177,8 @@ def train(config: ml_collections.ConfigDict, workdir: str,
         every = config.train.eval_every_epochs * steps_per_epoch
         if every and step % every == 0 and step < total_steps:
           eval_steps = eval_steps or evaluation.EvalSteps.build(config)
-          evaluation.evaluate(config, workdir, state.params, state.batch_stats, step,
-                              eval_steps=eval_steps)
+          evaluation.evaluate_weights(config, workdir, state.params, state.batch_stats, step,
+                                      eval_steps)
     finally:
       checkpoints.wait()
       checkpoints.close()
@@ -192,10 +198,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   """
   config_check.check(config, jax.device_count(), jax.process_count())
   eval_steps = evaluation.EvalSteps.build(config)
-  state = train(config, workdir, eval_steps)
+  state = _train_loop(config, workdir, eval_steps)
   step = int(state.step)
-  metrics = evaluation.evaluate(config, workdir, state.params, state.batch_stats, step,
-                                eval_steps=eval_steps)
+  metrics = evaluation.evaluate_weights(config, workdir, state.params, state.batch_stats, step,
+                                        eval_steps)
   if jax.process_index() == 0:
     workdir_lib.write_json(workdir_lib.path(workdir) / FINAL_METRICS,
                            {'step': step, 'split': 'val', **metrics}, indent=1)

@@ -1,5 +1,5 @@
 """Every bad config value is refused before anything is built, naming the field and what it
-allows; every packaged config passes."""
+allows; every packaged config passes; a run checks its config once."""
 
 import importlib
 
@@ -8,7 +8,10 @@ import pytest
 from dla_jax import cli
 from dla_jax import config_check
 from dla_jax import errors
+from dla_jax import evaluation
+from dla_jax import train
 from dla_jax.configs import shapes_tiny
+from dla_jax.data import pipeline
 
 
 @pytest.mark.parametrize('name', [n for n in cli.packaged_configs() if n != 'default'])
@@ -61,3 +64,41 @@ def test_a_batch_that_fits_the_devices_but_not_the_processes_is_named():
   with pytest.raises(errors.ConfigError, match=r'^train.global_batch: 8 does not split over 3'):
     config_check.check(config, num_devices=8, num_processes=3)
 
+
+
+class _Stop(Exception):
+  """Raised where a run starts reading its data, after its config check."""
+
+
+def _stop(*args, **kwargs):
+  raise _Stop
+
+
+@pytest.fixture(name='checks')
+def _checks(monkeypatch):
+  """The calls of ``config_check.check``, counted; each still checks."""
+  calls = []
+  check = config_check.check
+
+  def counted(*args, **kwargs):
+    calls.append(args)
+    check(*args, **kwargs)
+
+  monkeypatch.setattr(config_check, 'check', counted)
+  return calls
+
+
+@pytest.mark.parametrize('run', [train.train, train.train_and_evaluate])
+def test_a_training_run_checks_its_config_once(run, checks, monkeypatch, tmp_path):
+  monkeypatch.setattr(pipeline, 'make_train_iterator', _stop)
+  with pytest.raises(_Stop):
+    run(shapes_tiny.get_config(), str(tmp_path))
+  assert len(checks) == 1
+
+
+def test_an_evaluation_checks_its_config_once(checks, monkeypatch, tmp_path):
+  monkeypatch.setattr(pipeline, 'make_eval_iterator', _stop)
+  with pytest.raises(_Stop):
+    evaluation.evaluate(shapes_tiny.get_config(), str(tmp_path), params={}, batch_stats={},
+                        step=0)
+  assert len(checks) == 1

@@ -154,7 +154,7 @@ def _imports(module: str) -> set[str]:
 
 
 @pytest.mark.parametrize('module, kept_out', [
-    ('export', ('dla_jax.train',)),
+    ('export_params', ('dla_jax.train',)),
     ('step', ('dla_jax.data',)),
     ('optim', ('dla_jax.models',)),
     ('models/detector', ('dla_jax.cpu.conv', 'dla_jax.cpu.fusion_barrier')),

@@ -12,6 +12,7 @@ from dla_jax.configs import default
 from dla_jax import assign as assign_lib
 from dla_jax import boxes as box_ops
 from dla_jax import losses
+from dla_jax import step as step_lib
 from dla_jax.priors import Priors
 from dla_jax.priors import make_priors
 
@@ -51,9 +52,8 @@ def _gts(rng, batch, max_boxes, num_real, zero_area=False):
   return boxes, labels, valid
 
 
-def _loss_fn(config, axis_name=None):
-  return functools.partial(losses.detection_loss, priors=PRIORS, config=config,
-                           axis_name=axis_name)
+def _loss_fn(config, mesh=None):
+  return functools.partial(losses.detection_loss, priors=PRIORS, config=config, mesh=mesh)
 
 
 def _bce(c, t):
@@ -162,30 +162,29 @@ def test_gradient_wrt_head_outputs_is_finite(prior, name, head, case):
 
 
 @pytest.mark.parametrize('head', ['dla', 'atss'])
-def test_pmean_normalisers_give_the_loss_of_the_global_batch(head):
+def test_a_batch_split_over_a_mesh_has_the_loss_of_the_whole_batch(head):
+  """As ``train_step`` computes it: the batch sharded over the devices and the assigner run by
+  each device on its own images (``mesh=``); the normalisers still count the positives of the
+  whole batch, so loss and gradients are those of the batch on one device. Each device's images
+  have a different number of positives, so per-device normalisers would differ."""
   rng = np.random.default_rng(3)
   outputs = _outputs(rng, 4)
   boxes, labels, valid = _gts(rng, 4, 8, 3)
   config = _config(name=head, head=head)
   alpha = jnp.float32(0.9)
-  global_loss, global_grads = jax.jit(jax.value_and_grad(
-      lambda o: _loss_fn(config)(o, gt_boxes=boxes, gt_labels=labels, gt_valid=valid,
-                                 alpha=alpha)[0]))(outputs)
 
-  def per_device(o, b, l, v):
-    return _loss_fn(config, axis_name='devices')(o, gt_boxes=b, gt_labels=l, gt_valid=v,
-                                                 alpha=alpha)[0]
+  def loss_and_grads(mesh):
+    return jax.jit(jax.value_and_grad(
+        lambda o, b, l, v: _loss_fn(config, mesh)(o, gt_boxes=b, gt_labels=l, gt_valid=v,
+                                                  alpha=alpha)[0]))
 
-  shard = lambda x: x.reshape((2, x.shape[0] // 2) + x.shape[1:])
-  device_losses, device_grads = jax.jit(
-      jax.vmap(jax.value_and_grad(per_device), axis_name='devices'))(
-          jax.tree.map(shard, outputs), shard(boxes), shard(labels), shard(valid))
-  np.testing.assert_allclose(device_losses.mean(), global_loss, rtol=1e-5)
+  whole_loss, whole_grads = loss_and_grads(None)(outputs, boxes, labels, valid)
+  mesh = step_lib.make_mesh(jax.devices()[:4])
+  split = jax.device_put((outputs, boxes, labels, valid), step_lib.batch_sharding(mesh))
+  split_loss, split_grads = loss_and_grads(mesh)(*split)
+  np.testing.assert_allclose(split_loss, whole_loss, rtol=1e-5)
   for key in outputs:
-    # The per-device gradients, averaged over devices (as a data-parallel step does), are the
-    # global batch's gradients.
-    np.testing.assert_allclose(device_grads[key].reshape(outputs[key].shape) / 2,
-                               global_grads[key], rtol=1e-4, atol=1e-9)
+    np.testing.assert_allclose(split_grads[key], whole_grads[key], rtol=1e-4, atol=1e-9)
 
 
 def test_centerness_targets_follow_atss_formula_on_random_boxes():

@@ -22,7 +22,7 @@ import pytest
 from tensorboardX import record_writer
 
 from dla_jax import errors
-from dla_jax import export
+from dla_jax import export_params
 from dla_jax import metric_writer
 from dla_jax import train
 from dla_jax import workdir as workdir_lib
@@ -85,8 +85,8 @@ def test_a_bucket_workdir_trains_evaluates_resumes_and_exports(few_images_config
   assert [(r['split'], r['step']) for r in rows] == [('train', 2), ('val', 2), ('train', 3)]
   assert sorted(os.listdir(local / 'checkpoints')) == ['1', '2', '3']
 
-  export.export(config, run, 'gs://runs/r1_export')
-  exported = export.load('gs://runs/r1_export')
+  export_params.export(config, run, 'gs://runs/r1_export')
+  exported = export_params.load('gs://runs/r1_export')
   assert exported.step == 3 and exported.class_names == names
 
 

@@ -55,7 +55,7 @@ from dla_jax import assign as assign_lib
 from dla_jax import cli
 from dla_jax import config_check
 from dla_jax import cpu
-from dla_jax import deploy
+from dla_jax import export_stablehlo
 from dla_jax import optim
 from dla_jax import serving
 from dla_jax import step as step_lib
@@ -187,18 +187,18 @@ def host_ms_per_step(step, state: step_lib.TrainState, batch: dict[str, np.ndarr
 
 def time_deploy(config: ml_collections.ConfigDict, batch: dict[str, np.ndarray], repeats: int,
                 warmup: int) -> dict[str, float]:
-  """The stablehlo export (``dla_jax/deploy.py``) of a random initialisation: its seconds and
-  bytes, and seconds per call of its deserialized program against the package's own jitted
+  """The stablehlo export (``dla_jax/export_stablehlo.py``) of a random initialisation: its
+  seconds and bytes, and seconds per call of its deserialized program against the package's own jitted
   eval step on the same padded batch, taking turns. Both use XLA's own convolutions, so this
   compares the program, not the CPU's convolution choices."""
-  config = deploy.export_config(config)
+  config = export_stablehlo.portable_config(config)
   model = detector.build_detector(config)
   variables = detector.init_variables(model, config, jax.random.key(0))
   batch_stats = variables.get('batch_stats', {})
   inputs = {k: batch[k] for k in step_lib.EVAL_FIELDS}
   with tempfile.TemporaryDirectory() as tmp:
     folder = pathlib.Path(tmp) / 'export'
-    _, export_seconds = timing.timed(lambda: deploy.export_stablehlo(
+    _, export_seconds = timing.timed(lambda: export_stablehlo.export(
         config, variables['params'], batch_stats,
         [str(i) for i in range(config.data.num_classes)], str(folder), 0))
     figures = {'deploy_export_s': export_seconds,

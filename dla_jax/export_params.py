@@ -1,4 +1,6 @@
-"""Params-only export of a trained model, for inference, ``predict`` and evaluation.
+"""Params-only export of a trained model (``--mode export --format params``), for inference,
+``predict`` and evaluation with this package. (The other kind, ``--format stablehlo``, is
+``export_stablehlo``.)
 
 An export folder holds what inference needs and nothing else (no optimizer state, so it is about
 half of a training checkpoint with SGD and a third with AdamW):
@@ -26,8 +28,8 @@ from dla_jax import workdir as workdir_lib
 
 
 @dataclasses.dataclass(frozen=True)
-class Exported:
-  """An export folder, loaded: everything ``predict`` and ``evaluate`` need."""
+class ParamsExport:
+  """A params export folder, loaded: everything ``predict`` and ``evaluate`` need."""
   config: ml_collections.ConfigDict
   params: Any
   batch_stats: Any
@@ -72,8 +74,8 @@ def export(config: ml_collections.ConfigDict, workdir: str, out: str,
   return step
 
 
-def load(path: str) -> Exported:
-  """The export folder ``path``, its weights on the first local device.
+def load(path: str) -> ParamsExport:
+  """The params export folder ``path``, its weights on the first local device.
 
   Raises:
     FlagError: ``path`` is not an export folder (names the missing file).
@@ -86,5 +88,5 @@ def load(path: str) -> Exported:
   step = json.loads((folder / 'export.json').read_text())['step']
   weights = ocp.StandardCheckpointer().restore(folder / 'weights',
                                                checkpoint.weights_template(config))
-  return Exported(config, weights['params'], weights.get('batch_stats', {}), step,
-                  checkpoint.read_classes(str(folder), config.data.num_classes))
+  return ParamsExport(config, weights['params'], weights.get('batch_stats', {}), step,
+                      checkpoint.read_classes(str(folder), config.data.num_classes))

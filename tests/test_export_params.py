@@ -10,7 +10,7 @@ import pytest
 from dla_jax import checkpoint
 from dla_jax import errors
 from dla_jax import evaluation
-from dla_jax import export
+from dla_jax import export_params
 from dla_jax import predict
 from dla_jax import train
 from dla_jax.data import shapes
@@ -33,8 +33,8 @@ def _trained(tmp_path_factory, few_images_config):
 def test_export_holds_the_checkpoint_weights_config_and_class_names(trained, tmp_path):
   config, workdir = trained
   out = str(tmp_path / 'export')
-  assert export.export(config, workdir, out) == 3
-  loaded = export.load(out)
+  assert export_params.export(config, workdir, out) == 3
+  loaded = export_params.load(out)
   params, batch_stats, _ = checkpoint.restore_weights(config, workdir)
   jax.tree.map(np.testing.assert_array_equal, (loaded.params, loaded.batch_stats),
                (params, batch_stats))
@@ -49,8 +49,8 @@ def test_export_holds_the_checkpoint_weights_config_and_class_names(trained, tmp
 def test_predict_and_evaluate_from_an_export_match_the_checkpoint(trained, tmp_path, few_images):
   config, workdir = trained
   out = str(tmp_path / 'export')
-  export.export(config, workdir, out)
-  loaded = export.load(out)
+  export_params.export(config, workdir, out)
+  loaded = export_params.load(out)
   images = [os.path.join(few_images[0], f'00000{i}.png') for i in range(2)]
   params, batch_stats, _ = checkpoint.restore_weights(config, workdir)
   names = checkpoint.read_classes(workdir, config.data.num_classes)
@@ -62,15 +62,15 @@ def test_predict_and_evaluate_from_an_export_match_the_checkpoint(trained, tmp_p
     with open(a, 'rb') as fa, open(b, 'rb') as fb:
       assert fa.read() == fb.read()
   metrics = evaluation.evaluate(loaded.config, str(tmp_path / 'eval'), loaded.params,
-                           loaded.batch_stats, loaded.step)
+                                loaded.batch_stats, loaded.step)
   assert metrics == evaluation.evaluate(config, workdir)
 
 
 def test_export_refuses_to_overwrite_and_load_names_what_is_missing(trained, tmp_path):
   config, workdir = trained
   with pytest.raises(errors.FlagError, match='exports are not overwritten'):
-    export.export(config, workdir, str(tmp_path))
+    export_params.export(config, workdir, str(tmp_path))
   with pytest.raises(errors.FlagError, match='config.json is missing'):
-    export.load(str(tmp_path))
+    export_params.load(str(tmp_path))
   with pytest.raises(errors.FlagError, match='no checkpoint in'):
-    export.export(config, str(tmp_path / 'empty'), str(tmp_path / 'out'))
+    export_params.export(config, str(tmp_path / 'empty'), str(tmp_path / 'out'))

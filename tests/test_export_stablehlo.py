@@ -11,8 +11,8 @@ import numpy as np
 from PIL import Image
 import pytest
 
-from dla_jax import deploy
 from dla_jax import errors
+from dla_jax import export_stablehlo
 from dla_jax import predict
 from dla_jax import serving
 from dla_jax.configs import shapes_tiny
@@ -37,8 +37,8 @@ def _exported(tmp_path_factory):
   config = _config()
   variables = detector.init_variables(detector.build_detector(config), config,
                                       jax.random.key(3))
-  folder = tmp_path_factory.mktemp('deploy') / 'export'
-  deploy.export_stablehlo(config, variables['params'], variables.get('batch_stats', {}),
+  folder = tmp_path_factory.mktemp('stablehlo') / 'export'
+  export_stablehlo.export(config, variables['params'], variables.get('batch_stats', {}),
                           ['circle', 'square', 'triangle'], str(folder), step=7)
   rng = np.random.default_rng(0)
   paths = []
@@ -66,19 +66,19 @@ def test_loader_detections_equal_the_packages_own(exported):
   ours = predict.detect_files(config, variables['params'], variables.get('batch_stats', {}),
                               paths)
   theirs = serving.load(folder).detect(paths)
-  for (_, boxes, labels, scores), found in zip(ours, theirs):
-    assert len(boxes) == len(found.boxes) > 0
-    np.testing.assert_array_equal(found.classes, labels)
-    np.testing.assert_allclose(found.scores, scores, rtol=1e-5, atol=1e-6)
-    np.testing.assert_allclose(found.boxes, boxes, rtol=1e-5, atol=1e-3)
+  for (_, boxes, labels, scores), image in zip(ours, theirs):
+    assert len(boxes) == len(image.boxes) > 0
+    np.testing.assert_array_equal(image.classes, labels)
+    np.testing.assert_allclose(image.scores, scores, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(image.boxes, boxes, rtol=1e-5, atol=1e-3)
 
 
 def test_any_batch_size_runs_through_the_symbolic_dimension(exported):
   _, _, folder, paths = exported
-  served = serving.load(folder)
-  one_by_one = [served.detect([p])[0] for p in paths]
+  loaded = serving.load(folder)
+  one_by_one = [loaded.detect([p])[0] for p in paths]
   for batch_size in (2, 3, 8):
-    for alone, together in zip(one_by_one, served.detect(paths, batch_size=batch_size)):
+    for alone, together in zip(one_by_one, loaded.detect(paths, batch_size=batch_size)):
       np.testing.assert_allclose(together.boxes, alone.boxes, rtol=1e-5, atol=1e-3)
       assert together.names == alone.names
 
@@ -87,8 +87,8 @@ def test_loader_runs_without_flax_optax_or_ml_collections(exported):
   _, _, folder, paths = exported
   code = ('import sys\n'
           'from dla_jax import serving\n'
-          f'found = serving.load({folder!r}).detect({paths!r})\n'
-          'assert len(found) == 5 and len(found[0].boxes) > 0\n'
+          f'detections = serving.load({folder!r}).detect({paths!r})\n'
+          'assert len(detections) == 5 and len(detections[0].boxes) > 0\n'
           'loaded = [m for m in ("flax", "optax", "ml_collections", "orbax", "dla_jax.models")\n'
           '          if m in sys.modules]\n'
           'assert not loaded, loaded\n')
@@ -136,4 +136,4 @@ def test_a_truncated_file_is_named(exported, tmp_path, name):
 def test_an_existing_folder_is_not_overwritten(exported):
   config, variables, folder, _ = exported
   with pytest.raises(errors.FlagError, match='exists'):
-    deploy.export_stablehlo(config, variables['params'], {}, ['a', 'b', 'c'], folder, step=1)
+    export_stablehlo.export(config, variables['params'], {}, ['a', 'b', 'c'], folder, step=1)

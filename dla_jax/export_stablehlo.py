@@ -1,5 +1,6 @@
 """The trained detector as serialized StableHLO (``jax.export``): ``--mode export --format
-stablehlo``, run by ``dla_jax.serving`` without this package's model code.
+stablehlo``, loaded and run by ``dla_jax.serving`` without this package's model code. (The
+other kind, ``--format params``, is ``export_params``.)
 
 The folder:
 
@@ -44,7 +45,7 @@ from dla_jax.models import detector
 PLATFORMS = ('cpu', 'cuda', 'tpu')
 
 
-def export_config(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+def portable_config(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   """``config`` with the portable graph's settings (see the module doc)."""
   config = ml_collections.ConfigDict(config.to_dict())
   config.model.conv_impl = 'xla'
@@ -59,11 +60,12 @@ def inference_function(config: ml_collections.ConfigDict, treedef) -> Callable:
 
   def infer(leaves, images, image_hw):
     weights = jax.tree.unflatten(treedef, leaves)
-    found = step_lib.eval_step(weights['params'], weights.get('batch_stats', {}),
-                               {'images': images, 'image_hw': image_hw}, model=model,
-                               config=config)
-    return {'boxes': found.boxes, 'scores': found.scores, 'classes': found.labels,
-            'counts': found.valid.sum(axis=-1, dtype=jnp.int32)}
+    detections = step_lib.eval_step(weights['params'], weights.get('batch_stats', {}),
+                                    {'images': images, 'image_hw': image_hw}, model=model,
+                                    config=config)
+    return {'boxes': detections.boxes, 'scores': detections.scores,
+            'classes': detections.labels,
+            'counts': detections.valid.sum(axis=-1, dtype=jnp.int32)}
 
   return infer
 
@@ -74,9 +76,9 @@ def padded_shapes(image_size: Sequence[int]) -> list[tuple[int, int]]:
   return list(dict.fromkeys(shapes))
 
 
-def export_stablehlo(config: ml_collections.ConfigDict, params: Any, batch_stats: Any,
-                     class_names: Sequence[str], out: str, step: int,
-                     platforms: Sequence[str] = PLATFORMS) -> dict:
+def export(config: ml_collections.ConfigDict, params: Any, batch_stats: Any,
+           class_names: Sequence[str], out: str, step: int,
+           platforms: Sequence[str] = PLATFORMS) -> dict:
   """Writes the folder ``out`` (see the module doc); returns its manifest.
 
   Raises:
@@ -85,7 +87,7 @@ def export_stablehlo(config: ml_collections.ConfigDict, params: Any, batch_stats
   folder = workdir_lib.path(out)
   if folder.exists():
     raise errors.FlagError(f'--out {folder} exists; exports are not overwritten')
-  config = export_config(config)
+  config = portable_config(config)
   weights = {k: v for k, v in (('params', params), ('batch_stats', batch_stats)) if v}
   leaves, treedef = jax.tree.flatten(jax.device_get(weights))
   infer = jax.jit(inference_function(config, treedef))
