@@ -167,12 +167,17 @@ def get_config() -> ml_collections.ConfigDict:
   # Evaluate on the val split every this many epochs during training (0: only at the end).
   train.eval_every_epochs = 0
   train.checkpoint_every = 2000
+  # Stop after this step (checkpointed) with the whole run's schedule unchanged, so that a run
+  # split into parts (time-limited hosts, a quick look at the first steps) trains exactly as in
+  # one go: a later command with a later stop, or 0 (to the end), resumes there.
+  train.stop_at_step = 0
   train.keep_checkpoints = 3
   # Stop at start-up when JAX would compute on the CPU (an accelerator build of JAX missing, or
   # no usable device): on for COCO, off for the CPU-sized shapes configs.
   train.require_accelerator = True
   # JAX's persistent compilation cache: a resumed or repeated run loads the compiled steps
-  # instead of compiling them again; '' keeps it in <workdir>/compilation_cache.
+  # instead of compiling them again; '' keeps it in $JAX_COMPILATION_CACHE_DIR when that is
+  # set, else in <workdir>/compilation_cache.
   train.compilation_cache = True
   train.compilation_cache_dir = ''
   return config

@@ -130,6 +130,8 @@ def check(config: ml_collections.ConfigDict, num_devices: int, num_processes: in
   for field in ('momentum', 'weight_decay'):
     _require(o[field] >= 0, f'optim.{field}: must not be negative, got {o[field]}')
 
+  _require(config.train.stop_at_step >= 0, f'train.stop_at_step: {config.train.stop_at_step} is '
+           'negative (0 trains to the end of the schedule)')
   for field in ('global_batch', 'eval_batch'):
     value = config.train[field]
     _require(value >= 1 and value % num_devices == 0,

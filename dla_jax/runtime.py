@@ -8,6 +8,7 @@ install line of the accelerator build of JAX. The shapes configs leave it off.
 
 import collections
 import importlib.util
+import os
 
 import jax
 import ml_collections
@@ -53,16 +54,19 @@ def require_accelerator(config: ml_collections.ConfigDict) -> None:
 
 def enable_compilation_cache(config: ml_collections.ConfigDict, workdir: str | None) -> str | None:
   """Turns on JAX's persistent compilation cache (``train.compilation_cache``), before anything
-  compiles: programs that took over a second to compile are kept in
-  ``train.compilation_cache_dir``, or '' for ``<workdir>/compilation_cache``, and a resumed or
-  repeated run loads them instead of compiling again.
+  compiles: compiled programs are kept in a folder, and a resumed or repeated run loads them
+  instead of compiling again.
+
+  The folder is ``train.compilation_cache_dir`` when set, else ``$JAX_COMPILATION_CACHE_DIR``
+  when set (one cache for many runs: a sweep's, a test session's), else
+  ``<workdir>/compilation_cache``.
 
   Returns:
-    The cache folder, or None when the cache is off or there is neither folder nor workdir.
+    The cache folder, or None when the cache is off or there is no folder to use.
   """
   if not config.train.compilation_cache:
     return None
-  folder = config.train.compilation_cache_dir
+  folder = config.train.compilation_cache_dir or os.environ.get('JAX_COMPILATION_CACHE_DIR', '')
   if not folder and workdir:
     folder = str(workdir_lib.path(workdir) / 'compilation_cache')
   if folder:

@@ -94,21 +94,24 @@ class _Preemption:
 
 
 def train(config: ml_collections.ConfigDict, workdir: str) -> step_lib.TrainState:
-  """Trains for ``optim.epochs`` epochs, resuming from the latest checkpoint in ``workdir``,
-  evaluating on the val split every ``train.eval_every_epochs`` epochs (0: never)."""
+  """Trains for ``optim.epochs`` epochs (or up to ``train.stop_at_step``), resuming from the
+  latest checkpoint in ``workdir``, evaluating on the val split every
+  ``train.eval_every_epochs`` epochs (0: never)."""
   config_check.check(config, jax.device_count(), jax.process_count())
-  return _train_loop(config, workdir)
+  return _train_loop(config, workdir)[0]
 
 
 def _train_loop(config: ml_collections.ConfigDict, workdir: str,
-                eval_steps: evaluation.EvalSteps | None = None) -> step_lib.TrainState:
+                eval_steps: evaluation.EvalSteps | None = None
+                ) -> tuple[step_lib.TrainState, int]:
   """``train`` for a checked ``config``, evaluating with ``eval_steps`` (built here when
-  needed)."""
+  needed); also returns the schedule's total steps."""
   mesh = step_lib.make_mesh()
   workdir_lib.check_writable(workdir)
   train_iter = pipeline.make_train_iterator(config)
   steps_per_epoch = train_iter.batches_per_epoch
   total_steps = config.optim.epochs * steps_per_epoch
+  stop = min(config.train.stop_at_step or total_steps, total_steps)
   model = detector.build_detector(config)
   variables = detector.init_variables(model, config, jax.random.key(config.train.seed))
   tx = optim.make_optimizer(config, model.trainable(variables['params']), steps_per_epoch)
@@ -130,14 +133,15 @@ def _train_loop(config: ml_collections.ConfigDict, workdir: str,
   if lead:
     devices = mesh.devices.size
     print(f'training {config.model.backbone} for {total_steps} steps ({steps_per_epoch} per '
-          f'epoch) from step {step} on {devices} device{"s" if devices > 1 else ""}', flush=True)
+          f'epoch) from step {step} on {devices} device{"s" if devices > 1 else ""}'
+          f'{f", stopping after step {stop}" if stop < total_steps else ""}', flush=True)
   sums, interval_steps, interval_start = None, 0, time.time()
   start_time = time.time()
   compiled = {}  # padded (H, W) -> the train step compiled for it: one per orientation
   tty = lead and sys.stdout.isatty()
   with _Preemption() as preemption:
     try:
-      while step < total_steps:
+      while step < stop:
         batch = next(batches)
         hw = tuple(batch['images'].shape[1:3])
         if hw not in compiled:
@@ -148,7 +152,7 @@ def _train_loop(config: ml_collections.ConfigDict, workdir: str,
         interval_steps += 1
         if tty:
           print(f'\rstep {step}/{total_steps}', end='', flush=True)
-        if step % config.train.log_every == 0 or step == total_steps:
+        if step % config.train.log_every == 0 or step == stop:
           bad = int(state.nonfinite_step)
           if bad >= 0:
             checkpoints.wait()
@@ -163,19 +167,19 @@ def _train_loop(config: ml_collections.ConfigDict, workdir: str,
           if lead:
             print(('\r' if tty else '') + _log_line(
                 step, total_steps, steps_per_epoch, means,
-                _eta(step, total_steps, start_step, start_time)), flush=True)
+                _eta(step, stop, start_step, start_time)), flush=True)
           sums, interval_steps, interval_start = None, 0, now
-        if step % config.train.checkpoint_every == 0 or step == total_steps:
+        if step % config.train.checkpoint_every == 0 or step == stop:
           checkpoints.save(step, state, batches.get_state())
         if preemption.reached(step):
-          if step % config.train.checkpoint_every and step != total_steps:
+          if step % config.train.checkpoint_every and step != stop:
             checkpoints.save(step, state, batches.get_state())
           checkpoints.wait()
           print(f'SIGTERM: saved a checkpoint at step {step} in {checkpoints.directory}; '
                 'the next run resumes from it', flush=True)
           raise SystemExit(0)
         every = config.train.eval_every_epochs * steps_per_epoch
-        if every and step % every == 0 and step < total_steps:
+        if every and step % every == 0 and step < stop:
           eval_steps = eval_steps or evaluation.EvalSteps.build(config)
           evaluation.evaluate_weights(config, workdir, state.params, state.batch_stats, step,
                                       eval_steps)
@@ -184,7 +188,10 @@ def _train_loop(config: ml_collections.ConfigDict, workdir: str,
       checkpoints.close()
       train_iter.close()
       writer.close()
-  return state
+  if lead and step < total_steps:
+    print(f'stopped after step {step} of {total_steps} (train.stop_at_step); a later stop, or 0, '
+          'resumes from it', flush=True)
+  return state, total_steps
 
 
 FINAL_METRICS = 'final_metrics.json'
@@ -194,15 +201,16 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   """Trains (resuming if ``workdir`` has checkpoints), then evaluates on the val split.
 
   The val metrics of the trained model also go to ``workdir/final_metrics.json`` (``step``
-  and the COCO metrics), written last and atomically: its presence marks a finished run.
+  and the COCO metrics), written last and atomically: its presence marks a finished run, so a
+  run stopped early by ``train.stop_at_step`` does not write it.
   """
   config_check.check(config, jax.device_count(), jax.process_count())
   eval_steps = evaluation.EvalSteps.build(config)
-  state = _train_loop(config, workdir, eval_steps)
+  state, total_steps = _train_loop(config, workdir, eval_steps)
   step = int(state.step)
   metrics = evaluation.evaluate_weights(config, workdir, state.params, state.batch_stats, step,
                                         eval_steps)
-  if jax.process_index() == 0:
+  if jax.process_index() == 0 and step == total_steps:
     workdir_lib.write_json(workdir_lib.path(workdir) / FINAL_METRICS,
                            {'step': step, 'split': 'val', **metrics}, indent=1)
   return metrics

@@ -1,10 +1,15 @@
-"""Shared test settings.
+"""Shared test settings and fixtures.
 
 Eight simulated CPU devices (set before JAX starts) so that sharded steps run on a real mesh;
 single-device code is unaffected. float32 matmuls and convs at full precision so that
-comparisons are exact. A compilation cache shared by the session's tests: XLA's CPU compiles
-dominate the suite's time and many tests compile the same tiny programs. ``few_images``: a
-small COCO json dataset for the tests that train.
+comparisons are exact. Both settings, and one persistent compilation cache, reach the command
+lines and processes that tests start, so that a program compiled once, in any of them, is
+loaded by the others: XLA's CPU compiles are most of the suite's time.
+
+The short trainings share one schedule and config (``SHORT_RUN``), each stopping where it needs
+with ``train.stop_at_step``: a train step compiles its schedule in, so trainings that share the
+schedule share one program. ``trained_run`` is one finished short run that every test needing a
+checkpoint reads (and copies before changing).
 """
 
 import json
@@ -13,18 +18,22 @@ import tempfile
 
 os.environ['XLA_FLAGS'] = (os.environ.get('XLA_FLAGS', '') +
                            ' --xla_force_host_platform_device_count=8')
-_CACHE = os.path.join(tempfile.gettempdir(), 'dla_jax_test_compilation_cache')
-# Subprocesses started by tests (the command line, several processes) share the cache too.
-os.environ['JAX_COMPILATION_CACHE_DIR'] = _CACHE
+os.environ['JAX_DEFAULT_MATMUL_PRECISION'] = 'highest'
+os.environ['JAX_COMPILATION_CACHE_DIR'] = os.path.join(tempfile.gettempdir(),
+                                                       'dla_jax_test_compilation_cache')
 os.environ['JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS'] = '0.5'
 
-import jax  # pylint: disable=g-import-not-at-top,wrong-import-position
 import pytest  # pylint: disable=g-import-not-at-top,wrong-import-position
 
+from dla_jax import train  # pylint: disable=g-import-not-at-top,wrong-import-position
 from dla_jax.configs import shapes_tiny  # pylint: disable=g-import-not-at-top,wrong-import-position
 from dla_jax.data import shapes  # pylint: disable=g-import-not-at-top,wrong-import-position
 
-jax.config.update('jax_default_matmul_precision', 'highest')
+# shapes_tiny on ``few_images``: 8 images, one batch an epoch, 12 epochs. XLA's own convolutions:
+# the CPU convolutions (dla_jax/cpu) have their own tests and the main command's.
+SHORT_RUN = {'optim.epochs': 12, 'optim.decay_epochs': (10,), 'optim.warmup_steps': 20,
+             'train.global_batch': 8, 'train.eval_batch': 8, 'train.log_every': 1,
+             'data.flip_prob': 0.0, 'model.conv_impl': 'xla'}
 
 
 @pytest.fixture(name='few_images', scope='session')
@@ -43,22 +52,42 @@ def _few_images(tmp_path_factory):
   return images, subset
 
 
+def _short_run_fields(few_images, stop_at_step: int) -> dict:
+  images, annotations = few_images
+  return {'data.source': 'coco_json', 'data.train_images': images, 'data.val_images': images,
+          'data.train_annotations': annotations, 'data.val_annotations': annotations,
+          **SHORT_RUN, 'train.stop_at_step': stop_at_step}
+
+
 @pytest.fixture(name='few_images_config', scope='session')
 def _few_images_config(few_images):
-  """``make(steps)``: shapes_tiny trained and evaluated on ``few_images``, one batch an epoch."""
-  images, annotations = few_images
+  """``make(stop_at_step=0)``: the ``SHORT_RUN`` config, trained and evaluated on ``few_images``."""
 
-  def make(steps):
+  def make(stop_at_step: int = 0):
     config = shapes_tiny.get_config()
-    config.data.source = 'coco_json'
-    config.data.train_images = config.data.val_images = images
-    config.data.train_annotations = config.data.val_annotations = annotations
-    config.data.flip_prob = 0.0
-    config.train.global_batch = config.train.eval_batch = 8
-    config.optim.epochs = steps
-    config.optim.decay_epochs = (int(steps * 0.8),)
-    config.optim.warmup_steps = 20
-    config.train.log_every = 25
+    config.update_from_flattened_dict(_short_run_fields(few_images, stop_at_step))
     return config
 
   return make
+
+
+@pytest.fixture(name='few_images_flags', scope='session')
+def _few_images_flags(few_images):
+  """``make(stop_at_step=0)``: the ``SHORT_RUN`` config as ``--config.*`` flags of
+  ``configs/shapes_tiny.py``, for the command lines."""
+
+  def make(stop_at_step: int = 0):
+    return [f'--config.{k}={v}' for k, v in _short_run_fields(few_images, stop_at_step).items()]
+
+  return make
+
+
+@pytest.fixture(name='trained_run', scope='session')
+def _trained_run(few_images_config, tmp_path_factory):
+  """(config, workdir, val metrics) of a finished ``SHORT_RUN`` that kept its last three
+  checkpoints (10, 11, 12) and wrote classes.json. Read it; copy it to change it."""
+  config = few_images_config()
+  config.train.checkpoint_every = 1
+  workdir = str(tmp_path_factory.mktemp('trained_run'))
+  metrics = train.train_and_evaluate(config, workdir)
+  return config, workdir, metrics

@@ -1,5 +1,5 @@
 """The Colab notebooks run top to bottom in their small setting (a cell that raises fails the
-test) and are stored without outputs."""
+test) and are stored without outputs. The explorer inspects the suite's trained run."""
 
 import os
 
@@ -16,8 +16,10 @@ def _read(name):
 
 
 @pytest.mark.parametrize('name', NOTEBOOKS)
-def test_notebook_runs_top_to_bottom(name, tmp_path, monkeypatch):
+def test_notebook_runs_top_to_bottom(name, tmp_path, monkeypatch, request):
   monkeypatch.setenv('DLA_NOTEBOOK_SMALL', '1')
+  if name == 'assignment_explorer':  # inspects a trained run (the quickstart trains its own)
+    monkeypatch.setenv('DLA_CHECKPOINT_WORKDIR', request.getfixturevalue('trained_run')[1])
   monkeypatch.setenv('DLA_NOTEBOOK_WORKDIR', str(tmp_path / 'workdir'))
   monkeypatch.setenv('DLA_FIGURES_DIR', str(tmp_path / 'figures'))
   monkeypatch.setenv('MPLBACKEND', 'Agg')

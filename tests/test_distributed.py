@@ -13,7 +13,6 @@ import sys
 import numpy as np
 
 from dla_jax import metric_writer
-from dla_jax import train
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -22,15 +21,6 @@ def _free_port() -> int:
   with socket.socket() as s:
     s.bind(('localhost', 0))
     return s.getsockname()[1]
-
-
-def _overrides(few_images, epochs):
-  images, annotations = few_images
-  return ['--config.data.source=coco_json', f'--config.data.train_images={images}',
-          f'--config.data.train_annotations={annotations}', f'--config.data.val_images={images}',
-          f'--config.data.val_annotations={annotations}', '--config.train.global_batch=8',
-          '--config.train.eval_batch=8', '--config.train.log_every=1',
-          f'--config.optim.epochs={epochs}']
 
 
 def _start(workdir, args, processes, devices_each):
@@ -54,12 +44,13 @@ def _finish(processes):
   return outputs
 
 
-def test_two_processes_of_four_devices_train_and_evaluate_like_one_of_eight(few_images, tmp_path):
-  args = ['--mode', 'train_and_evaluate', *_overrides(few_images, epochs=3)]
+def test_two_processes_of_four_devices_train_and_evaluate_like_one_of_eight(few_images_flags,
+                                                                           tmp_path):
+  args = ['--mode', 'train_and_evaluate', *few_images_flags(stop_at_step=3)]
   one, two = str(tmp_path / 'one'), str(tmp_path / 'two')
   _finish(_start(one, args, processes=1, devices_each=8))
   lead, other = _finish(_start(two, args, processes=2, devices_each=4))
-  assert 'step 3/3' in lead and 'val at step 3: AP' in lead
+  assert 'step 3/12' in lead and 'val at step 3: AP' in lead
   assert 'step ' not in other and 'val at' not in other  # only process 0 prints
   fields = ('loss', 'loss_cls', 'loss_reg', 'loss_metric', 'num_pos', 'alpha', 'lr')
   for split in ('train', 'val'):
@@ -71,10 +62,9 @@ def test_two_processes_of_four_devices_train_and_evaluate_like_one_of_eight(few_
         np.testing.assert_allclose(rb[k], ra[k], rtol=1e-5, err_msg=f'{split} {k}')
 
 
-def test_sigterm_to_one_process_checkpoints_all_at_the_same_step(few_images, tmp_path):
+def test_sigterm_to_one_process_checkpoints_all_at_the_same_step(few_images_flags, tmp_path):
   workdir = str(tmp_path / 'run')
-  args = ['--mode', 'train', '--config.train.checkpoint_every=1000',
-          *_overrides(few_images, epochs=1000)]
+  args = ['--mode', 'train', *few_images_flags(), '--config.train.checkpoint_every=1000']
   lead, other = _start(workdir, args, processes=2, devices_each=4)
   lines = []
   for line in lead.stdout:
@@ -90,40 +80,38 @@ def test_sigterm_to_one_process_checkpoints_all_at_the_same_step(few_images, tmp
     steps.add(int(saved[0].split('at step ')[1].split()[0]))
   assert len(steps) == 1
   step = steps.pop()
-  assert step >= 2
+  assert 2 <= step < 12
   assert os.listdir(os.path.join(workdir, 'checkpoints')) == [str(step)]
 
-  resumed = _finish(_start(workdir, ['--mode', 'train', *_overrides(few_images, step + 1)],
+  resumed = _finish(_start(workdir, ['--mode', 'train', *few_images_flags(stop_at_step=step + 1)],
                            processes=2, devices_each=4))
   logged = [l for l in resumed[0].splitlines() if l.startswith('step ')]
-  assert logged[0].startswith(f'step {step + 1}/{step + 1}'), resumed[0]
+  assert [l.split()[1] for l in logged] == [f'{step + 1}/12'], resumed[0]
 
 
 def test_a_checkpoint_damaged_for_one_process_sends_every_process_to_the_step_before(
-    few_images_config, tmp_path):
+    trained_run, few_images_flags, tmp_path):
+  _, run, _ = trained_run
   healthy = str(tmp_path / 'healthy')
-  config = few_images_config(steps=3)
-  config.train.checkpoint_every = 1
-  train.train(config, healthy)
-  assert sorted(os.listdir(os.path.join(healthy, 'checkpoints'))) == ['1', '2', '3']
+  shutil.copytree(run, healthy)
+  assert sorted(os.listdir(os.path.join(healthy, 'checkpoints'))) == ['10', '11', '12']
   # Process 1 sees its own copy of the run, whose latest checkpoint is truncated: a host whose
   # view of the checkpoints differs from process 0's.
   damaged = str(tmp_path / 'damaged')
   shutil.copytree(healthy, damaged)
-  for root, _, files in os.walk(os.path.join(damaged, 'checkpoints', '3', 'state')):
+  for root, _, files in os.walk(os.path.join(damaged, 'checkpoints', '12', 'state')):
     for name in files:
       open(os.path.join(root, name), 'w').close()
-  # Two epochs of one step: both processes resume at step 2 and have nothing left to train.
-  images, annotations = config.data.train_images, config.data.train_annotations
+  # Stopping at step 11: both processes resume at step 11 and have nothing left to train.
   address = f'localhost:{_free_port()}'
   env = dict(os.environ, XLA_FLAGS='--xla_force_host_platform_device_count=4')
   processes = [subprocess.Popen(
       [sys.executable, '-m', 'dla_jax.main', '--config', 'configs/shapes_tiny.py', '--workdir',
-       workdir, '--mode', 'train', *_overrides((images, annotations), 2), '--distributed',
+       workdir, '--mode', 'train', *few_images_flags(stop_at_step=11), '--distributed',
        f'--coordinator_address={address}', '--num_processes=2', f'--process_id={i}'],
       cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
       for i, workdir in enumerate((healthy, damaged))]
   lead, other = _finish(processes)
-  assert 'checkpoint 3 in ' in other and 'cannot be read on process 1' in other, other
+  assert 'checkpoint 12 in ' in other and 'cannot be read on process 1' in other, other
   assert 'cannot be read on processes [1]; every process tries the one before it' in lead, lead
-  assert f'resumed from step 2 of {os.path.join(healthy, "checkpoints")}' in lead, lead
+  assert f'resumed from step 11 of {os.path.join(healthy, "checkpoints")}' in lead, lead

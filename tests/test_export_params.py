@@ -12,7 +12,6 @@ from dla_jax import errors
 from dla_jax import evaluation
 from dla_jax import export_params
 from dla_jax import predict
-from dla_jax import train
 from dla_jax.data import shapes
 
 
@@ -21,33 +20,25 @@ def _size(folder):
              for f in files)
 
 
-@pytest.fixture(name='trained', scope='module')
-def _trained(tmp_path_factory, few_images_config):
-  """(config, workdir) of a 3-step run that evaluated (so it wrote classes.json)."""
-  config = few_images_config(steps=3)
-  workdir = str(tmp_path_factory.mktemp('run'))
-  train.train_and_evaluate(config, workdir)
-  return config, workdir
-
-
-def test_export_holds_the_checkpoint_weights_config_and_class_names(trained, tmp_path):
-  config, workdir = trained
+def test_export_holds_the_checkpoint_weights_config_and_class_names(trained_run, tmp_path):
+  config, workdir, _ = trained_run
   out = str(tmp_path / 'export')
-  assert export_params.export(config, workdir, out) == 3
+  assert export_params.export(config, workdir, out) == 12
   loaded = export_params.load(out)
   params, batch_stats, _ = checkpoint.restore_weights(config, workdir)
   jax.tree.map(np.testing.assert_array_equal, (loaded.params, loaded.batch_stats),
                (params, batch_stats))
-  assert loaded.step == 3
+  assert loaded.step == 12
   assert loaded.config.to_dict() == config.to_dict()
   assert loaded.class_names == list(shapes.CLASSES)
   # AdamW keeps two moments per parameter: the export is about a third of the checkpoint.
   assert _size(os.path.join(out, 'weights')) < 0.5 * _size(
-      os.path.join(workdir, 'checkpoints', '3'))
+      os.path.join(workdir, 'checkpoints', '12'))
 
 
-def test_predict_and_evaluate_from_an_export_match_the_checkpoint(trained, tmp_path, few_images):
-  config, workdir = trained
+def test_predict_and_evaluate_from_an_export_match_the_checkpoint(trained_run, tmp_path,
+                                                                  few_images):
+  config, workdir, metrics = trained_run
   out = str(tmp_path / 'export')
   export_params.export(config, workdir, out)
   loaded = export_params.load(out)
@@ -66,8 +57,8 @@ def test_predict_and_evaluate_from_an_export_match_the_checkpoint(trained, tmp_p
   assert metrics == evaluation.evaluate(config, workdir)
 
 
-def test_export_refuses_to_overwrite_and_load_names_what_is_missing(trained, tmp_path):
-  config, workdir = trained
+def test_export_refuses_to_overwrite_and_load_names_what_is_missing(trained_run, tmp_path):
+  config, workdir, _ = trained_run
   with pytest.raises(errors.FlagError, match='exports are not overwritten'):
     export_params.export(config, workdir, str(tmp_path))
   with pytest.raises(errors.FlagError, match='config.json is missing'):

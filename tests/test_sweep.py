@@ -32,17 +32,12 @@ def _run(*args):
   return result.stdout
 
 
-def test_micro_sweep_runs_summarizes_and_resumes(few_images, tmp_path):
-  images, annotations = few_images
+def test_micro_sweep_runs_summarizes_and_resumes(few_images_flags, tmp_path):
   sweep_file = tmp_path / 'micro.py'
   sweep_file.write_text('def get_sweep():\n'
                         "  return {'dla': ['--config.assigner.name=dla'],\n"
                         "          'atss': ['--config.assigner.name=atss']}\n")
-  data = ['--config.data.source=coco_json', f'--config.data.train_images={images}',
-          f'--config.data.val_images={images}', f'--config.data.train_annotations={annotations}',
-          f'--config.data.val_annotations={annotations}', '--config.train.global_batch=8',
-          '--config.train.eval_batch=8', '--config.optim.epochs=2',
-          '--config.train.eval_every_epochs=1', '--config.train.log_every=1']
+  data = [*few_images_flags(), '--config.train.eval_every_epochs=6']
   out = tmp_path / 'sweep'
   sweep = ['launch/sweep.py', '--config', 'configs/shapes_tiny.py', '--sweep', str(sweep_file),
            '--seeds', '3', '--out', str(out), '--', *data]

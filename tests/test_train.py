@@ -27,7 +27,11 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def test_tiny_model_overfits_a_handful_of_images(few_images_config, tmp_path):
-  config = few_images_config(steps=200)
+  """The main command's model and CPU convolutions (conv_impl 'auto'), on a 200-step schedule."""
+  config = few_images_config()
+  config.model.conv_impl = 'auto'
+  config.optim.epochs, config.optim.decay_epochs = 200, (160,)
+  config.train.log_every = 25
   metrics = train.train_and_evaluate(config, str(tmp_path))
   assert metrics['AP'] >= 0.8, metrics
   logged = metric_writer.read_metrics(str(tmp_path), 'train')
@@ -38,22 +42,23 @@ def test_tiny_model_overfits_a_handful_of_images(few_images_config, tmp_path):
     assert json.load(f) == {'step': 200, 'split': 'val', **metrics}
 
 
-def test_training_through_the_graph_gpus_and_tpus_run(few_images_config, tmp_path):
+def test_training_through_the_graph_gpus_and_tpus_run(few_images_config, trained_run):
   """With conv_impl='xla' the CPU builds exactly the detector GPU and TPU get (XLA's own
-  convolutions, no fusion barriers), and it trains."""
-  config = few_images_config(steps=100)
+  convolutions, no fusion barriers), and it trains: the suite's short runs use it."""
+  config = few_images_config()
   images = jax.ShapeDtypeStruct((2, 64, 64, 3), jnp.uint8)
 
   def program(model):
     return jax.jit(model.apply).lower(detector.abstract_variables(model), images).as_text()
 
   accelerators = program(detector.build_detector(config, backend='gpu'))
-  assert program(detector.build_detector(config)) != accelerators  # conv_impl 'auto'
-  config.model.conv_impl = 'xla'
+  assert config.model.conv_impl == 'xla'
   assert program(detector.build_detector(config)) == accelerators
-  train.train(config, str(tmp_path))
-  logged = metric_writer.read_metrics(str(tmp_path), 'train')
-  assert [r['step'] for r in logged] == [25, 50, 75, 100]
+  config.model.conv_impl = 'auto'
+  assert program(detector.build_detector(config)) != accelerators
+  _, workdir, _ = trained_run
+  logged = metric_writer.read_metrics(workdir, 'train')
+  assert [r['step'] for r in logged] == list(range(1, 13))
   assert logged[-1]['loss'] < 0.7 * logged[0]['loss']
 
 
@@ -65,63 +70,59 @@ def _run(*args, cwd=REPO):
 
 
 @pytest.mark.parametrize('method', ['atss', 'dla'])
-def test_main_trains_evaluates_and_predicts(few_images, tmp_path, method):
+def test_main_trains_and_evaluates(few_images_flags, tmp_path, method):
   """DLA, and ATSS as its authors ran it (centerness head and loss, its assigner, k = 9)."""
-  images, annotations = few_images
   atss = ['--config.model.head=atss', '--config.assigner.name=atss', '--config.assigner.topk=9']
-  overrides = [*(atss if method == 'atss' else []), '--config.data.source=coco_json',
-               f'--config.data.train_images={images}', f'--config.data.val_images={images}',
-               f'--config.data.train_annotations={annotations}',
-               f'--config.data.val_annotations={annotations}',
-               '--config.train.global_batch=8', '--config.train.eval_batch=8',
-               '--config.optim.epochs=3', '--config.train.log_every=1']
   workdir = str(tmp_path / 'run')
   # From a folder outside the repository, the config named as the package ships it.
-  out = _run('--config', 'shapes_tiny', '--workdir', workdir, *overrides, cwd=tmp_path)
+  out = _run('--config', 'shapes_tiny', '--workdir', workdir, *few_images_flags(stop_at_step=3),
+             *(atss if method == 'atss' else []), cwd=tmp_path)
   assert out.startswith('backend cpu | devices: 8 x cpu | 1 process | global batch 8, 1 per '
-                        'device | compute float32 | conv auto'), out
-  assert 'step 3/3' in out and 'alpha' in out and 'img/s' in out
+                        'device | compute float32 | conv xla'), out
+  assert 'step 3/12' in out and 'alpha' in out and 'img/s' in out
+  assert 'stopped after step 3 of 12' in out
   assert ('+ centerness ' if method == 'atss' else '+ metric ') in out
   assert 'val at step 3: AP ' in out
+  assert not os.path.exists(os.path.join(workdir, train.FINAL_METRICS))  # not finished
   alpha = [r['alpha'] for r in metric_writer.read_metrics(workdir, 'train')]
-  # Eq. 2 with T = 3 epochs of one step each; ATSS is alpha = 1 throughout.
-  expected = [1.0] * 3 if method == 'atss' else [0.9 + 0.1 * np.exp(-t / 3**0.5)
+  # Eq. 2 with T = 12 epochs of one step each; ATSS is alpha = 1 throughout.
+  expected = [1.0] * 3 if method == 'atss' else [0.9 + 0.1 * np.exp(-t / 12**0.5)
                                                    for t in range(3)]
   np.testing.assert_allclose(alpha, expected, rtol=1e-6)
+
+
+def test_main_predicts_and_exports_a_trained_run(trained_run, few_images, few_images_flags,
+                                                 tmp_path):
+  _, workdir, _ = trained_run
+  images = os.path.join(few_images[0], '00000[01].png')
+  common = ['--config', 'configs/shapes_tiny.py', '--workdir', workdir, *few_images_flags()]
   drawn = tmp_path / 'drawn'
-  out = _run('--mode', 'predict', '--config', 'configs/shapes_tiny.py', '--workdir', workdir,
-             '--images', os.path.join(images, '00000[01].png'), '--out', str(drawn),
-             '--nokeep_freed_memory', *overrides)
+  _run('--mode', 'predict', *common, '--images', images, '--out', str(drawn),
+       '--nokeep_freed_memory')
   assert sorted(os.listdir(drawn)) == ['000000.png', '000001.png']
   exported = str(tmp_path / 'export')
-  out = _run('--mode', 'export', '--config', 'configs/shapes_tiny.py', '--workdir', workdir,
-             '--out', exported, *overrides)
-  assert f'exported step 3 of {workdir}' in out
+  out = _run('--mode', 'export', *common, '--out', exported)
+  assert f'exported step 12 of {workdir}' in out
   # The export alone: no --config, no --workdir.
-  _run('--mode', 'predict', '--weights', exported, '--images',
-       os.path.join(images, '00000[01].png'), '--out', str(tmp_path / 'drawn_from_export'))
+  _run('--mode', 'predict', '--weights', exported, '--images', images, '--out',
+       str(tmp_path / 'drawn_from_export'))
   for name in os.listdir(drawn):
     assert (drawn / name).read_bytes() == (tmp_path / 'drawn_from_export' / name).read_bytes()
-  if method == 'dla':  # the serialized programs, predicting without the model code
-    deployed = str(tmp_path / 'deploy')
-    out = _run('--mode', 'export', '--format', 'stablehlo', '--config', 'configs/shapes_tiny.py',
-               '--workdir', workdir, '--out', deployed, *overrides)
-    assert f'exported step 3 of {workdir} to {deployed} as StableHLO for cpu, cuda, tpu' in out
-    _run('--mode', 'predict', '--weights', deployed, '--images',
-         os.path.join(images, '00000[01].png'), '--out', str(tmp_path / 'drawn_from_deploy'))
-    assert sorted(os.listdir(tmp_path / 'drawn_from_deploy')) == ['000000.png', '000001.png']
+  # The serialized programs, predicting without the model code.
+  deployed = str(tmp_path / 'deploy')
+  out = _run('--mode', 'export', '--format', 'stablehlo', *common, '--out', deployed)
+  assert f'exported step 12 of {workdir} to {deployed} as StableHLO for cpu, cuda, tpu' in out
+  _run('--mode', 'predict', '--weights', deployed, '--images', images, '--out',
+       str(tmp_path / 'drawn_from_deploy'))
+  assert sorted(os.listdir(tmp_path / 'drawn_from_deploy')) == ['000000.png', '000001.png']
 
 
-def test_sigterm_mid_run_saves_its_step_and_the_next_run_resumes_there(few_images, tmp_path):
-  images, annotations = few_images
-  overrides = ['--config.data.source=coco_json', f'--config.data.train_images={images}',
-               f'--config.data.train_annotations={annotations}',
-               '--config.train.global_batch=8', '--config.train.log_every=1',
-               '--config.train.checkpoint_every=1000']
+def test_sigterm_mid_run_saves_its_step_and_the_next_run_resumes_there(few_images_flags,
+                                                                        tmp_path):
   workdir = str(tmp_path / 'run')
   command = [sys.executable, '-m', 'dla_jax.main', '--mode', 'train', '--config',
-             'configs/shapes_tiny.py', '--workdir', workdir, *overrides]
-  process = subprocess.Popen([*command, '--config.optim.epochs=1000'], cwd=REPO,
+             'configs/shapes_tiny.py', '--workdir', workdir]
+  process = subprocess.Popen([*command, *few_images_flags()], cwd=REPO,
                              stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
   lines = []
   for line in process.stdout:
@@ -132,46 +133,42 @@ def test_sigterm_mid_run_saves_its_step_and_the_next_run_resumes_there(few_image
   saved = [l for l in lines if l.startswith('SIGTERM: saved a checkpoint at step ')]
   assert saved, ''.join(lines[-5:])
   step = int(saved[0].split('at step ')[1].split()[0])
-  assert step >= 3
+  assert 3 <= step < 10, ''.join(lines)
   assert str(step) in os.listdir(os.path.join(workdir, 'checkpoints'))
 
-  out = subprocess.run([*command, f'--config.optim.epochs={step + 2}'], cwd=REPO,
+  out = subprocess.run([*command, *few_images_flags(stop_at_step=step + 2)], cwd=REPO,
                        capture_output=True, text=True, timeout=300).stdout
   logged = [l for l in out.splitlines() if l.startswith('step ')]
-  assert logged[0].startswith(f'step {step + 1}/{step + 2}'), out
+  assert [l.split()[1] for l in logged] == [f'{step + 1}/12', f'{step + 2}/12'], out
 
 
-def test_run_killed_and_resumed_ends_bit_identical_to_an_uninterrupted_run(few_images, tmp_path):
-  images, annotations = few_images
-  steps = 12
-  overrides = ['--config.data.source=coco_json', f'--config.data.train_images={images}',
-               f'--config.data.train_annotations={annotations}',
-               '--config.train.global_batch=8', '--config.train.log_every=1',
-               '--config.train.checkpoint_every=2', f'--config.optim.epochs={steps}']
-
-  def command(workdir):
-    return [sys.executable, '-m', 'dla_jax.main', '--mode', 'train', '--config',
-            'configs/shapes_tiny.py', '--workdir', workdir, *overrides]
-
-  straight, killed = str(tmp_path / 'straight'), str(tmp_path / 'killed')
-  subprocess.run(command(straight), cwd=REPO, check=True, capture_output=True, timeout=300)
+def test_run_killed_and_resumed_ends_bit_identical_to_an_uninterrupted_run(
+    few_images_flags, trained_run, tmp_path):
+  """Killed at a step drawn with a fixed seed (printed); the uninterrupted run is
+  ``trained_run``, the same config trained in one go."""
+  config, straight, _ = trained_run
+  steps = config.optim.epochs
   # From step 5 on, the save of step 2 is complete: orbax starts the save of step 4 only once
   # the one before has finished.
-  kill_at = int(np.random.default_rng().integers(5, steps))
-  process = subprocess.Popen(command(killed), cwd=REPO, stdout=subprocess.PIPE,
+  kill_at = int(np.random.default_rng(30).integers(5, steps))
+  print(f'killing the run at step {kill_at}')
+  killed = str(tmp_path / 'killed')
+  command = [sys.executable, '-m', 'dla_jax.main', '--mode', 'train', '--config',
+             'configs/shapes_tiny.py', '--workdir', killed, *few_images_flags(),
+             '--config.train.checkpoint_every=2']
+  process = subprocess.Popen(command, cwd=REPO, stdout=subprocess.PIPE,
                              stderr=subprocess.DEVNULL, text=True)
   for line in process.stdout:
     if line.startswith(f'step {kill_at}/'):
       process.kill()
       break
   process.wait(timeout=60)
-  assert process.returncode == -signal.SIGKILL
-  resumed = subprocess.run(command(killed), cwd=REPO, check=True, capture_output=True,
-                           text=True, timeout=300).stdout
+  assert process.returncode == -signal.SIGKILL, f'not killed at step {kill_at}'
+  resumed = subprocess.run(command, cwd=REPO, check=True, capture_output=True, text=True,
+                           timeout=300).stdout
   first_step = int(re.search(r'^step (\d+)/', resumed, flags=re.M).group(1))
-  assert 1 < first_step <= kill_at + 1, resumed  # it resumed, not restarted
+  assert 1 < first_step <= kill_at + 1, (kill_at, resumed)  # it resumed, not restarted
 
-  config = shapes_tiny.get_config()
   a, _, step_a = checkpoint.restore_weights(config, straight)
   b, _, step_b = checkpoint.restore_weights(config, killed)
   assert step_a == step_b == steps
@@ -198,6 +195,7 @@ def test_a_run_compiles_each_step_once_per_orientation_however_often_it_evaluate
   config.data.image_size, config.data.scale = (96, 128), (128, 96)
   config.data.short_side_range = (96, 96)
   config.train.global_batch = config.train.eval_batch = 8
+  config.model.conv_impl = 'xla'
   config.optim.epochs = 2  # two batches an epoch, one of each orientation
   config.train.eval_every_epochs = 1  # evaluates after epoch 1, then at the end
   config.train.log_every = 1
@@ -216,23 +214,27 @@ def test_a_run_compiles_each_step_once_per_orientation_however_often_it_evaluate
   assert lowered['Compiling jit(eval_step)'] == 2, lowered  # one per orientation, not per call
 
 
-def test_a_second_run_loads_the_compiled_train_step_from_the_persistent_cache(few_images,
-                                                                              tmp_path):
-  images, annotations = few_images
-  first, second = tmp_path / 'first', tmp_path / 'second'
+def test_a_second_run_loads_the_compiled_train_step_from_the_persistent_cache(
+    few_images_flags, tmp_path):
+  """The cache folder is train.compilation_cache_dir, else $JAX_COMPILATION_CACHE_DIR, else
+  <workdir>/compilation_cache."""
+  env = {k: v for k, v in os.environ.items() if k != 'JAX_COMPILATION_CACHE_DIR'}
 
-  def run(workdir, *overrides):
+  def run(workdir, *overrides, **variables):
     command = [sys.executable, '-m', 'dla_jax.main', '--mode', 'train', '--config',
                'configs/shapes_tiny.py', '--workdir', str(workdir),
-               '--config.data.source=coco_json', f'--config.data.train_images={images}',
-               f'--config.data.train_annotations={annotations}',
-               '--config.train.global_batch=8', '--config.optim.epochs=1', *overrides]
-    return subprocess.run(command, cwd=REPO, env=dict(os.environ, JAX_LOG_COMPILES='1'),
+               *few_images_flags(stop_at_step=1), *overrides]
+    return subprocess.run(command, cwd=REPO, env={**env, 'JAX_LOG_COMPILES': '1', **variables},
                           capture_output=True, text=True, timeout=600, check=True).stderr
 
   hit = "Persistent compilation cache hit for 'jit_train_step'"
+  first, second, third = tmp_path / 'first', tmp_path / 'second', tmp_path / 'third'
   assert hit not in run(first)
   cache = first / 'compilation_cache'  # the default: in the workdir
   assert any(p.name.startswith('jit_train_step') for p in cache.iterdir())
-  assert hit in run(second, f'--config.train.compilation_cache_dir={cache}')
-  assert not (second / 'compilation_cache').exists()
+  assert hit in run(second, f'--config.train.compilation_cache_dir={cache}',
+                    JAX_COMPILATION_CACHE_DIR=str(tmp_path / 'elsewhere'))
+  assert hit in run(third, JAX_COMPILATION_CACHE_DIR=str(cache))
+  for workdir in (second, third):
+    assert not (workdir / 'compilation_cache').exists()
+  assert not (tmp_path / 'elsewhere').exists()

@@ -65,29 +65,30 @@ def _bucket(tmp_path, monkeypatch):
   epath_backend.fsspec_backend._get_filesystem.cache_clear()
 
 
-def test_a_bucket_workdir_trains_evaluates_resumes_and_exports(few_images_config, bucket):
+def test_a_bucket_workdir_trains_resumes_evaluates_and_exports(few_images_config, bucket):
   run = 'gs://runs/r1'
-  config = few_images_config(steps=2)
+  config = few_images_config(stop_at_step=2)
   config.train.checkpoint_every = 1
-  metrics = train.train_and_evaluate(config, run)
+  train.train(config, run)
   local = bucket / 'runs' / 'r1'
   assert sorted(os.listdir(local / 'checkpoints')) == ['1', '2']
-  assert json.loads((local / train.FINAL_METRICS).read_text()) == {
-      'step': 2, 'split': 'val', **metrics}
-  names = json.loads((local / 'classes.json').read_text())['names']
-  assert len(names) == config.data.num_classes
-  assert isinstance(json.loads((local / 'detections_val_step2.json').read_text()), list)
   assert os.listdir(local / 'tensorboard')
 
-  config.optim.epochs = 3  # the same run, one more step: it resumes from step 2
-  train.train(config, run)
+  config.train.stop_at_step = 0  # the same run to its end: it resumes from step 2
+  metrics = train.train_and_evaluate(config, run)
   rows = metric_writer.read_metrics(run)
-  assert [(r['split'], r['step']) for r in rows] == [('train', 2), ('val', 2), ('train', 3)]
-  assert sorted(os.listdir(local / 'checkpoints')) == ['1', '2', '3']
+  assert [(r['split'], r['step']) for r in rows] == [
+      *(('train', s) for s in range(1, 13)), ('val', 12)]
+  assert sorted(os.listdir(local / 'checkpoints')) == ['10', '11', '12']
+  assert json.loads((local / train.FINAL_METRICS).read_text()) == {
+      'step': 12, 'split': 'val', **metrics}
+  names = json.loads((local / 'classes.json').read_text())['names']
+  assert len(names) == config.data.num_classes
+  assert isinstance(json.loads((local / 'detections_val_step12.json').read_text()), list)
 
   export_params.export(config, run, 'gs://runs/r1_export')
   exported = export_params.load('gs://runs/r1_export')
-  assert exported.step == 3 and exported.class_names == names
+  assert exported.step == 12 and exported.class_names == names
 
 
 def test_a_bucket_without_its_libraries_is_named_with_the_install_line(monkeypatch):
@@ -101,4 +102,4 @@ def test_a_workdir_that_cannot_be_written_is_named_before_training(few_images_co
   blocked = tmp_path / 'file'
   blocked.write_text('a file, not a folder')
   with pytest.raises(errors.FlagError, match=rf'--workdir {blocked}/run: cannot write there'):
-    train.train(few_images_config(steps=1), str(blocked / 'run'))
+    train.train(few_images_config(), str(blocked / 'run'))
