@@ -39,19 +39,6 @@ from absl import flags
 from dla_jax import cli
 from dla_jax.models import detector
 
-_CONFIG = cli.define_config_flag('config', 'dla_r50_fpn_1x_coco',
-                                 'Experiment config to measure; passed on to each case.')
-_OUT = flags.DEFINE_string('out', None, 'Folder of the suite\'s JSON, markdown and logs.')
-_TIME_BUDGET = flags.DEFINE_integer('time_budget_s', 450,
-                                    'Wall seconds the suite may take; it drops what would not '
-                                    'fit, largest first, and says which.')
-_IMAGE_SIZE = flags.DEFINE_list('image_size', None, 'Input height,width in pixels (multiples '
-                                'of 32; default: the config\'s padded size).')
-_TRAIN_PER_DEVICE = flags.DEFINE_list('train_per_device', ['2', '4', '8'],
-                                      'Training images per device, one case each.')
-_INFER_PER_DEVICE = flags.DEFINE_integer('infer_per_device', 8, 'Inference images per device.')
-_DTYPES = flags.DEFINE_list('dtypes', ['bfloat16', 'float32'], 'Compute dtypes, one case each.')
-
 REPEATS, WARMUP = 20, 3
 OUT_OF_MEMORY = ('RESOURCE_EXHAUSTED', 'Out of memory', 'out of memory')
 
@@ -221,24 +208,41 @@ def report(results: list[dict]) -> str:
   return '\n'.join(lines) + '\n'
 
 
+def _define_flags():
+  """The command line's flags, defined only when this module runs as one, as its ``--config``
+  and ``--dtypes`` would clash with another tool's in a process that imports both (the tests)."""
+  cli.define_config_flag('config', 'dla_r50_fpn_1x_coco',
+                         'Experiment config to measure; passed on to each case.')
+  flags.DEFINE_string('out', None, 'Folder of the suite\'s JSON, markdown and logs.')
+  flags.DEFINE_integer('time_budget_s', 450, 'Wall seconds the suite may take; it drops what '
+                       'would not fit, largest first, and says which.')
+  flags.DEFINE_list('image_size', None, 'Input height,width in pixels (multiples of 32; '
+                    'default: the config\'s padded size).')
+  flags.DEFINE_list('train_per_device', ['2', '4', '8'],
+                    'Training images per device, one case each.')
+  flags.DEFINE_integer('infer_per_device', 8, 'Inference images per device.')
+  flags.DEFINE_list('dtypes', ['bfloat16', 'float32'], 'Compute dtypes, one case each.')
+  flags.mark_flag_as_required('out')
+
+
 def main(argv):
   del argv
-  unknown = set(_DTYPES.value) - set(detector.DTYPES)
+  f = flags.FLAGS
+  unknown = set(f.dtypes) - set(detector.DTYPES)
   if unknown:
     raise app.UsageError(f'--dtypes: {sorted(unknown)} not among {sorted(detector.DTYPES)}')
   start = time.monotonic()
   fcos = torch_has_cuda()
-  image_size = (tuple(int(s) for s in _IMAGE_SIZE.value) if _IMAGE_SIZE.value
-                else tuple(_CONFIG.value.data.image_size))
-  results = run_suite(pathlib.Path(_OUT.value), _TIME_BUDGET.value - (time.monotonic() - start),
+  image_size = (tuple(int(s) for s in f.image_size) if f.image_size
+                else tuple(f.config.data.image_size))
+  results = run_suite(pathlib.Path(f.out), f.time_budget_s - (time.monotonic() - start),
                       config_args(sys.argv[1:]), image_size,
-                      [int(b) for b in _TRAIN_PER_DEVICE.value], _INFER_PER_DEVICE.value,
-                      _DTYPES.value, fcos)
+                      [int(b) for b in f.train_per_device], f.infer_per_device, f.dtypes, fcos)
   print(report(results), end='')
   print(f'{len(results)} cases in {time.monotonic() - start:.0f} s; JSON, markdown and logs in '
-        f'{os.path.abspath(_OUT.value)}')
+        f'{os.path.abspath(f.out)}')
 
 
 if __name__ == '__main__':
-  flags.mark_flag_as_required('out')
+  _define_flags()
   cli.run(main)
