@@ -8,6 +8,8 @@ import subprocess
 import sys
 import time
 
+import pytest
+
 from dla_jax.tools import accelerator_suite
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -88,6 +90,7 @@ def test_config_flags_are_passed_on():
                                                  '--config.train.seed', '3']
 
 
+@pytest.mark.slow
 def test_suite_measures_training_and_inference_on_the_cpu(tmp_path):
   result = subprocess.run(
       [sys.executable, '-m', 'dla_jax.tools.accelerator_suite', '--out', str(tmp_path),

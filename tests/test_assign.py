@@ -144,6 +144,7 @@ _PROPERTY = hypothesis.settings(max_examples=40, deadline=None, derandomize=True
                                 suppress_health_check=[hypothesis.HealthCheck.too_slow])
 
 
+@pytest.mark.slow
 @_PROPERTY
 @hypothesis.given(scenes((128, 192)))
 def test_dla_matches_reference(scene):

@@ -9,9 +9,12 @@ import re
 import subprocess
 import sys
 
+import pytest
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
+@pytest.mark.slow
 def test_benchmark_prints_the_side_by_side_table_of_the_figures_it_measured(tmp_path):
   figures = tmp_path / 'figures.json'
   result = subprocess.run(

@@ -54,6 +54,7 @@ def test_giou_of_far_apart_boxes_approaches_minus_one():
   assert np.all((giou >= -1) & (giou <= 1))
 
 
+@pytest.mark.slow
 def test_degenerate_and_padded_boxes_give_finite_values_and_gradients():
   a = jnp.asarray(DEGENERATE)
   b = jnp.asarray(np.roll(DEGENERATE, 1, axis=0))

@@ -74,6 +74,7 @@ def _bad_json(folder):
     (['--config.data.source=coco_json', '--config.data.root=TMP',
       '--config.data.train_images=.', '--config.data.train_annotations=BAD'], 'instances.json: '),
 ])
+@pytest.mark.slow
 def test_a_users_mistake_ends_with_one_line_and_no_checkpoint(tmp_path, args, message):
   args = [a.replace('BAD', _bad_json(tmp_path)).replace('TMP', str(tmp_path)) for a in args]
   workdir = tmp_path / 'run'
@@ -88,6 +89,7 @@ def test_a_users_mistake_ends_with_one_line_and_no_checkpoint(tmp_path, args, me
   assert not checkpoints.exists() or not any(checkpoints.iterdir())
 
 
+@pytest.mark.slow
 def test_a_corrupt_image_met_in_training_ends_with_one_line_naming_it(tmp_path):
   rng = np.random.default_rng(0)
   images = []

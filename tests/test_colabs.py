@@ -15,6 +15,7 @@ def _read(name):
   return nbformat.read(os.path.join(REPO, 'colabs', f'{name}.ipynb'), as_version=4)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('name', NOTEBOOKS)
 def test_notebook_runs_top_to_bottom(name, tmp_path, monkeypatch, request):
   monkeypatch.setenv('DLA_NOTEBOOK_SMALL', '1')

@@ -37,6 +37,7 @@ def test_each_choice_field_names_its_allowed_values(name):
 @pytest.mark.parametrize('field, value, message', [
     ('train.global_batch', 6, r'^train.global_batch: 6 is not a positive multiple of the 8'),
     ('train.eval_batch', 0, r'^train.eval_batch: 0 is not a positive multiple of the 8'),
+    ('train.stop_at_step', -1, r'^train.stop_at_step: -1 is negative'),
     ('data.image_size', (100, 128), r'^data.image_size: \(100, 128\) must be multiples of 32'),
     ('data.scale', (512, 128), r'^data.scale \(512, 128\) and data.short_side_range'),
     ('data.num_workers', -2, r'^data.num_workers: -2 is not -1'),

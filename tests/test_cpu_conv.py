@@ -32,6 +32,7 @@ def _reference(x, w, strides, padding, groups):
     (3, 2, ((1, 1), (1, 1)), 4),
     (3, 1, 'SAME', 2),
 ])
+@pytest.mark.slow
 def test_values_and_gradients_match_xla(kernel, stride, padding, groups, impl):
   kx, kw, kg = jax.random.split(jax.random.key(kernel * 10 + stride + groups), 3)
   x = jax.random.normal(kx, (2, 13, 11, 8))
@@ -53,6 +54,7 @@ def test_values_and_gradients_match_xla(kernel, stride, padding, groups, impl):
       assert np.linalg.norm(got - want) <= 2e-5 * np.linalg.norm(want)
 
 
+@pytest.mark.slow
 def test_bfloat16_kernel_gradient_is_bfloat16_and_close_to_float32():
   x = jax.random.normal(jax.random.key(0), (2, 16, 16, 32))
   w = jax.random.normal(jax.random.key(1), (3, 3, 32, 32)) * 0.1
@@ -64,6 +66,7 @@ def test_bfloat16_kernel_gradient_is_bfloat16_and_close_to_float32():
   assert np.linalg.norm(low.astype(np.float32) - high) / np.linalg.norm(high) < 2e-2
 
 
+@pytest.mark.slow
 def test_detector_gradients_match_float64_with_every_implementation(monkeypatch):
   """Winograd and XLA in float32 against XLA's float64 gradient of a random projection of the
   outputs. Against float64, not against XLA's float32: for some inputs (the images of

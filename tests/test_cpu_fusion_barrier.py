@@ -62,6 +62,7 @@ def test_barrier_stops_xla_cpu_recomputing_a_residual_chain():
   assert unbarred > 2
 
 
+@pytest.mark.slow
 def test_resnet_output_unchanged_by_fusion_barriers():
   images = jax.random.uniform(jax.random.key(1), (2, 64, 64, 3))
   plain = resnet.ResNet('resnet50', width=8)

@@ -47,6 +47,7 @@ def _faults_per_call(mode):
   return [int(line) for line in result.stdout.split()]
 
 
+@pytest.mark.slow
 def test_kept_memory_stops_the_page_faults_of_each_call():
   pages = 65536 * 1024 * 4 // 4096
   assert all(faults >= pages // 2 for faults in _faults_per_call('default'))

@@ -26,6 +26,7 @@ def _relative_error(got, want):
     ((1, 7, 12, 6, 3), ((0, 2), (2, 1))),  # asymmetric
     ((1, 4, 4, 16, 16), ((2, 2), (2, 2))),  # one tile and a full border
 ])
+@pytest.mark.slow
 def test_values_and_gradients_match_a_direct_convolution(shape, padding):
   n, h, w_, cin, cout = shape
   kx, kw, kg = jax.random.split(jax.random.key(h * w_ + cin), 3)
@@ -44,6 +45,7 @@ def test_values_and_gradients_match_a_direct_convolution(shape, padding):
     assert _relative_error(got, want) < 2e-5
 
 
+@pytest.mark.slow
 def test_transforms_are_each_others_transposes():
   """<output_transform(m), dy> = <m, output_transform_transpose(dy)> and likewise for the
   input and kernel transforms: the gradients rest on these identities."""

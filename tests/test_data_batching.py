@@ -108,6 +108,7 @@ def test_restored_iterator_yields_exactly_the_batches_it_would_have(records):
     _assert_same(a, b)
 
 
+@pytest.mark.slow
 def test_state_saved_with_in_process_loading_resumes_in_worker_processes(records):
   iterator = _train(records)
   for _ in range(7):

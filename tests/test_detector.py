@@ -105,6 +105,7 @@ def _tiny(**model_overrides):
   return config
 
 
+@pytest.mark.slow
 def test_priors_follow_the_head_output_order():
   """Per-level sizes of the priors equal the sizes of the head's per-level feature maps."""
   config = _tiny()
@@ -117,6 +118,7 @@ def test_priors_follow_the_head_output_order():
   assert tuple(x.shape[1] * x.shape[2] for x in pyramid) == p.level_sizes
 
 
+@pytest.mark.slow
 def test_frozen_stages_and_batchnorm_get_exactly_zero_update():
   config = _tiny(frozen_stages=1, backbone_norm='frozen_bn')
   config.optim.warmup_steps = 0
@@ -145,6 +147,7 @@ def test_frozen_stages_and_batchnorm_get_exactly_zero_update():
   assert all('bn' not in str(p) for p, _ in jax.tree_util.tree_flatten_with_path(new)[0])
 
 
+@pytest.mark.slow
 def test_bn_eval_trains_batchnorm_affine_outside_frozen_stages_and_never_its_statistics():
   """MMDetection's norm_eval=True with requires_grad=True: in stages 2-4 BatchNorm's scale and
   bias train; in the stem and stage 1 nothing does; means and variances never change."""
@@ -186,6 +189,7 @@ def test_group_norm_backbone_trains_every_stage_when_nothing_is_frozen():
   assert all(jax.tree.leaves(mask))
 
 
+@pytest.mark.slow
 def test_bfloat16_forward_agrees_with_float32():
   config = _tiny()
   images = jax.random.normal(jax.random.key(1), (2, 64, 64, 3))

@@ -11,8 +11,11 @@ import subprocess
 import sys
 
 import numpy as np
+import pytest
 
 from dla_jax import metric_writer
+
+pytestmark = pytest.mark.slow  # every test here trains or compiles a detector, or starts processes
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

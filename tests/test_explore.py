@@ -8,12 +8,14 @@ import os
 import jax
 import numpy as np
 from PIL import Image
+import pytest
 
 from dla_jax.configs import shapes_tiny
 from dla_jax import explore
 from dla_jax.models import detector
 
 
+@pytest.mark.slow
 def test_inspection_follows_the_assigner(few_images):
   images, annotations = few_images
   with open(annotations) as f:

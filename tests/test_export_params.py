@@ -14,6 +14,8 @@ from dla_jax import export_params
 from dla_jax import predict
 from dla_jax.data import shapes
 
+pytestmark = pytest.mark.slow  # every test here trains or compiles a detector, or starts processes
+
 
 def _size(folder):
   return sum(os.path.getsize(os.path.join(d, f)) for d, _, files in os.walk(folder)

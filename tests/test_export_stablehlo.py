@@ -18,6 +18,8 @@ from dla_jax import serving
 from dla_jax.configs import shapes_tiny
 from dla_jax.models import detector
 
+pytestmark = pytest.mark.slow  # every test here trains or compiles a detector, or starts processes
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 

@@ -64,6 +64,7 @@ def _outputs_with_one_object(config, image_hw, box, label, quality):
                   'quality_logits': jnp.asarray(quality_logits)}
 
 
+@pytest.mark.slow
 def test_duplicates_are_suppressed_within_a_class_but_not_across_classes():
   config = shapes_tiny.get_config()
   priors, outputs = _outputs_with_one_object(config, (64, 64), [10., 12., 40., 50.], 2, 0.0)

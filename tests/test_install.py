@@ -26,6 +26,7 @@ def test_every_subpackage_is_installed():
   assert found | {'dla_jax.configs'} == declared
 
 
+@pytest.mark.slow
 def test_the_main_job_needs_neither_torch_nor_tensorflow():
   names = {re.split(r'[<>=\[ ]', d)[0] for d in PYPROJECT['project']['dependencies']}
   assert not names & {'torch', 'torchvision', 'tensorflow', 'tensorflow-cpu',

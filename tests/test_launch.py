@@ -160,6 +160,7 @@ def test_local_gpus_restarts_after_a_crash(tmp_path, max_restarts, status):
   assert len(count.read_text().split()) == max_restarts + 1
 
 
+@pytest.mark.slow
 def test_local_gpus_on_a_machine_without_accelerator_stops_at_once_naming_the_install(tmp_path):
   workdir = tmp_path / 'run'
   result = _launch('local_gpus.sh', 'configs/shapes_tiny.py', str(workdir),

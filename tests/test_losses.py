@@ -100,6 +100,7 @@ def test_giou_loss_is_zero_for_identical_boxes_and_two_for_distant_ones():
   np.testing.assert_allclose(losses.giou_loss(a, b), [0.0, 2.0], atol=1e-5)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('prior', ['point', 'anchor'])
 def test_total_is_the_weighted_sum_with_the_papers_normalisers(prior):
   rng = np.random.default_rng(0)
@@ -161,6 +162,7 @@ def test_gradient_wrt_head_outputs_is_finite(prior, name, head, case):
   assert (parts['num_pos'] > 0) == (case in ('one_gt', '100_gts'))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('head', ['dla', 'atss'])
 def test_a_batch_split_over_a_mesh_has_the_loss_of_the_whole_batch(head):
   """As ``train_step`` computes it: the batch sharded over the devices and the assigner run by
@@ -203,6 +205,7 @@ def test_centerness_targets_follow_atss_formula_on_random_boxes():
   np.testing.assert_array_equal(edge, [0.0, 0.0])
 
 
+@pytest.mark.slow
 def test_atss_loss_on_a_hand_worked_two_prior_example():
   """One GT (0, 0, 16, 10); two stride-8 point priors at (4, 4) and (12, 4) whose 8 px anchors
   both overlap it by IoU 0.4, so both are ATSS positives (m = mean + std exactly)."""

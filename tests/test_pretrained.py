@@ -174,6 +174,7 @@ def test_state_dict_of_another_architecture_names_the_keys():
     pretrained.torchvision_to_flax(state, 'resnet18', width=32)
 
 
+@pytest.mark.slow
 @needs_torch
 def test_pth_file_and_imported_folder_give_the_same_variables(r18):
   model, pth, folder = r18
@@ -185,6 +186,7 @@ def test_pth_file_and_imported_folder_give_the_same_variables(r18):
     jax.tree.map(np.testing.assert_array_equal, from_folder[c]['backbone'], expected[c])
 
 
+@pytest.mark.slow
 @needs_torch
 def test_bn_eval_backbone_takes_the_same_weights_with_batchnorm_affine_as_params(r18):
   _, pth, folder = r18

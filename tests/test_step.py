@@ -4,6 +4,7 @@ import numpy as np
 
 import jax
 import jax.numpy as jnp
+import pytest
 
 from dla_jax.configs import shapes_tiny
 from dla_jax import optim
@@ -52,6 +53,7 @@ def _setup(config, devices):
   return mesh, state, train_step
 
 
+@pytest.mark.slow
 def test_sharded_step_on_8_devices_equals_single_device_step():
   assert jax.device_count() >= 8, 'conftest sets 8 simulated CPU devices'
   config = _config()
@@ -70,6 +72,7 @@ def test_sharded_step_on_8_devices_equals_single_device_step():
                params8, params1)
 
 
+@pytest.mark.slow
 def test_train_step_compiles_once_while_alpha_and_lr_change():
   config = _config()
   mesh, state, train_step = _setup(config, jax.devices()[:2])
@@ -84,6 +87,7 @@ def test_train_step_compiles_once_while_alpha_and_lr_change():
   assert int(state.step) == 6
 
 
+@pytest.mark.slow
 def test_non_finite_loss_skips_the_update_and_records_the_step():
   config = _config()
   mesh, state, train_step = _setup(config, jax.devices()[:1])

@@ -3,6 +3,7 @@ all-reduce and nothing that gathers images' activations, memory and FLOPs read f
 
 import jax
 import jax.numpy as jnp
+import pytest
 
 from dla_jax import step as step_lib
 from dla_jax.configs import shapes_tiny
@@ -32,6 +33,7 @@ def test_hlo_ops_are_counted_with_their_bytes():
   assert not found['while']
 
 
+@pytest.mark.slow
 def test_train_step_all_reduces_gradients_and_gathers_no_activations():
   config = step_cost.step_config(_tiny_config(), 'float32')
   mesh = step_lib.make_mesh(jax.devices())

@@ -32,6 +32,7 @@ def _run(*args):
   return result.stdout
 
 
+@pytest.mark.slow
 def test_micro_sweep_runs_summarizes_and_resumes(few_images_flags, tmp_path):
   sweep_file = tmp_path / 'micro.py'
   sweep_file.write_text('def get_sweep():\n'

@@ -46,6 +46,7 @@ def test_the_source_reading_finds_a_tools_flags():
   assert _flags_in_source('summary') == {'config'}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('tool', TOOLS)
 def test_importing_a_tool_defines_only_its_own_flags(tool):
   result = subprocess.run([sys.executable, '-c', _DEFINED_BY_DLA_JAX, f'dla_jax.tools.{tool}'],

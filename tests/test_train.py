@@ -23,6 +23,8 @@ from dla_jax import metric_writer
 from dla_jax import train
 from dla_jax.models import detector
 
+pytestmark = pytest.mark.slow  # every test here trains or compiles a detector, or starts processes
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
@@ -109,12 +111,12 @@ def test_main_predicts_and_exports_a_trained_run(trained_run, few_images, few_im
   for name in os.listdir(drawn):
     assert (drawn / name).read_bytes() == (tmp_path / 'drawn_from_export' / name).read_bytes()
   # The serialized programs, predicting without the model code.
-  deployed = str(tmp_path / 'deploy')
-  out = _run('--mode', 'export', '--format', 'stablehlo', *common, '--out', deployed)
-  assert f'exported step 12 of {workdir} to {deployed} as StableHLO for cpu, cuda, tpu' in out
-  _run('--mode', 'predict', '--weights', deployed, '--images', images, '--out',
-       str(tmp_path / 'drawn_from_deploy'))
-  assert sorted(os.listdir(tmp_path / 'drawn_from_deploy')) == ['000000.png', '000001.png']
+  stablehlo = str(tmp_path / 'stablehlo')
+  out = _run('--mode', 'export', '--format', 'stablehlo', *common, '--out', stablehlo)
+  assert f'exported step 12 of {workdir} to {stablehlo} as StableHLO for cpu, cuda, tpu' in out
+  _run('--mode', 'predict', '--weights', stablehlo, '--images', images, '--out',
+       str(tmp_path / 'drawn_from_stablehlo'))
+  assert sorted(os.listdir(tmp_path / 'drawn_from_stablehlo')) == ['000000.png', '000001.png']
 
 
 def test_sigterm_mid_run_saves_its_step_and_the_next_run_resumes_there(few_images_flags,

@@ -65,6 +65,7 @@ def _bucket(tmp_path, monkeypatch):
   epath_backend.fsspec_backend._get_filesystem.cache_clear()
 
 
+@pytest.mark.slow
 def test_a_bucket_workdir_trains_resumes_evaluates_and_exports(few_images_config, bucket):
   run = 'gs://runs/r1'
   config = few_images_config(stop_at_step=2)
