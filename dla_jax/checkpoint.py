@@ -35,7 +35,9 @@ class Checkpoints:
   def __init__(self, workdir: str, keep: int = 3):
     self.directory = str(workdir_lib.path(workdir) / 'checkpoints')
     self._manager = ocp.CheckpointManager(
-        self.directory, item_names=('state', 'data'),
+        self.directory,
+        item_handlers={'state': ocp.PyTreeCheckpointHandler(type_handler_registry=_handlers()),
+                       'data': ocp.JsonCheckpointHandler()},
         options=ocp.CheckpointManagerOptions(max_to_keep=keep, create=True,
                                              enable_async_checkpointing=True))
 
@@ -45,12 +47,12 @@ class Checkpoints:
   def save(self, step: int, state: Any, data_state: dict | None) -> None:
     """Starts writing ``state`` (and the iterator position) as ``step``; returns at once."""
     self._manager.save(step, args=ocp.args.Composite(
-        state=ocp.args.StandardSave(state), data=ocp.args.JsonSave(data_state or {})),
+        state=ocp.args.PyTreeSave(state), data=ocp.args.JsonSave(data_state or {})),
         force=True)
 
   def restore(self, template: Any, step: int | None = None) -> tuple[Any, dict, int] | None:
-    """(state, iterator state, step) of ``step``, laid out like ``template`` (arrays with
-    shardings); None when there is no checkpoint.
+    """(state, iterator state, step) of ``step``, laid out like ``template`` (arrays, or
+    ``jax.ShapeDtypeStruct``s, with shardings); None when there is no checkpoint.
 
     Without ``step``, the newest checkpoint every process can read: one that cannot be read
     (truncated or corrupt files) is reported and every process tries the one before it, so a
@@ -155,6 +157,18 @@ def read_classes(folder: str, num_classes: int) -> list[str]:
   if path.exists():
     return json.loads(path.read_text())['names']
   return [f'class {i}' for i in range(num_classes)]
+
+
+def _handlers() -> ocp.type_handlers.TypeHandlerRegistry:
+  """orbax's handlers of the state's leaf types. orbax splits the writing of a replicated array
+  among the processes holding its replicas; within one process that split only adds a slice
+  program per array and device, compiled at the first save, so a single process writes each
+  array whole."""
+  scalars = ocp.type_handlers.ScalarHandler()
+  return ocp.type_handlers.create_type_handler_registry(
+      (jax.Array, ocp.type_handlers.ArrayHandler(use_replica_parallel=jax.process_count() > 1)),
+      (np.ndarray, ocp.type_handlers.NumpyHandler()), (int, scalars), (float, scalars),
+      (np.number, scalars))
 
 
 def _steps_of_process_0(manager: ocp.CheckpointManager) -> list[int]:

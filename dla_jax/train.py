@@ -113,16 +113,23 @@ def _train_loop(config: ml_collections.ConfigDict, workdir: str,
   total_steps = config.optim.epochs * steps_per_epoch
   stop = min(config.train.stop_at_step or total_steps, total_steps)
   model = detector.build_detector(config)
-  variables = detector.init_variables(model, config, jax.random.key(config.train.seed))
-  tx = optim.make_optimizer(config, model.trainable(variables['params']), steps_per_epoch)
-  state = jax.device_put(step_lib.create_train_state(variables, tx), step_lib.replicated(mesh))
+  abstract = detector.abstract_variables(model)
+  tx = optim.make_optimizer(config, model.trainable(abstract['params']), steps_per_epoch)
   checkpoints = checkpoint_lib.Checkpoints(workdir, config.train.keep_checkpoints)
-  restored = checkpoints.restore(state)
+  # A resumed run reads its state into the shapes of a fresh one: the initial weights are
+  # drawn (and their program compiled) only for a run that starts.
+  replicated = step_lib.replicated(mesh)
+  template = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=replicated),
+                          jax.eval_shape(lambda v: step_lib.create_train_state(v, tx), abstract))
+  restored = checkpoints.restore(template)
   if restored:
     state, data_state, restored_step = restored
     train_iter.set_state(data_state)
     if jax.process_index() == 0:
       print(f'resumed from step {restored_step} of {checkpoints.directory}', flush=True)
+  else:
+    variables = detector.init_variables(config, jax.random.key(config.train.seed))
+    state = jax.device_put(step_lib.create_train_state(variables, tx), replicated)
   train_step = step_lib.jit_train_step(mesh, model=model, tx=tx, config=config,
                                        steps_per_epoch=steps_per_epoch)
   batches = prefetch.prefetch_to_device(train_iter, step_lib.batch_sharding(mesh),

@@ -10,10 +10,16 @@ The short trainings share one schedule and config (``SHORT_RUN``), each stopping
 with ``train.stop_at_step``: a train step compiles its schedule in, so trainings that share the
 schedule share one program. ``trained_run`` is one finished short run that every test needing a
 checkpoint reads (and copies before changing).
+
+The suite runs in as many pytest-xdist workers as the machine has cores (``-n auto``): the two
+session fixtures that write files (``few_images``, ``trained_run``) are made once, by whichever
+worker needs them first, in a folder all workers share.
 """
 
+import contextlib
 import json
 import os
+import pathlib
 import tempfile
 
 os.environ['XLA_FLAGS'] = (os.environ.get('XLA_FLAGS', '') +
@@ -23,6 +29,7 @@ os.environ['JAX_COMPILATION_CACHE_DIR'] = os.path.join(tempfile.gettempdir(),
                                                        'dla_jax_test_compilation_cache')
 os.environ['JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS'] = '0.5'
 
+import filelock  # pylint: disable=g-import-not-at-top,wrong-import-position
 import pytest  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 from dla_jax import train  # pylint: disable=g-import-not-at-top,wrong-import-position
@@ -36,19 +43,39 @@ SHORT_RUN = {'optim.epochs': 12, 'optim.decay_epochs': (10,), 'optim.warmup_step
              'data.flip_prob': 0.0, 'model.conv_impl': 'xla'}
 
 
+@contextlib.contextmanager
+def _made_once(tmp_path_factory, name: str):
+  """``(folder, made)`` for a session fixture's files: ``folder`` is shared by the run's xdist
+  workers; ``made`` is False for the one that is to write them (the others wait until it has)."""
+  root = tmp_path_factory.getbasetemp()
+  if os.environ.get('PYTEST_XDIST_WORKER'):
+    root = root.parent  # the run's folder, above each worker's own
+  folder, done = pathlib.Path(root) / name, pathlib.Path(root) / f'{name}.done'
+  with filelock.FileLock(str(root / f'{name}.lock')):
+    yield folder, done.exists()
+    done.touch()
+
+
+@pytest.fixture(name='short_run', scope='session')
+def _short_run():
+  """``SHORT_RUN``'s config overrides (flattened field names)."""
+  return dict(SHORT_RUN)
+
+
 @pytest.fixture(name='few_images', scope='session')
 def _few_images(tmp_path_factory):
   """A COCO json of 8 shapes training images that hold objects (images folder, json)."""
-  root = tmp_path_factory.mktemp('shapes')
-  images, annotations = shapes.ensure_dataset(str(root), (128, 128), 24, 2, seed=0)['train']
-  with open(annotations) as f:
-    data = json.load(f)
-  with_objects = sorted({a['image_id'] for a in data['annotations']})[:8]
-  data['images'] = [i for i in data['images'] if i['id'] in with_objects]
-  data['annotations'] = [a for a in data['annotations'] if a['image_id'] in with_objects]
-  subset = str(root / 'eight.json')
-  with open(subset, 'w') as f:
-    json.dump(data, f)
+  with _made_once(tmp_path_factory, 'shapes') as (root, made):
+    subset = str(root / 'eight.json')
+    images, annotations = shapes.ensure_dataset(str(root), (128, 128), 24, 2, seed=0)['train']
+    if not made:
+      with open(annotations) as f:
+        data = json.load(f)
+      with_objects = sorted({a['image_id'] for a in data['annotations']})[:8]
+      data['images'] = [i for i in data['images'] if i['id'] in with_objects]
+      data['annotations'] = [a for a in data['annotations'] if a['image_id'] in with_objects]
+      with open(subset, 'w') as f:
+        json.dump(data, f)
   return images, subset
 
 
@@ -88,6 +115,15 @@ def _trained_run(few_images_config, tmp_path_factory):
   checkpoints (10, 11, 12) and wrote classes.json. Read it; copy it to change it."""
   config = few_images_config()
   config.train.checkpoint_every = 1
-  workdir = str(tmp_path_factory.mktemp('trained_run'))
-  metrics = train.train_and_evaluate(config, workdir)
-  return config, workdir, metrics
+  with _made_once(tmp_path_factory, 'trained_run') as (workdir, made):
+    if not made:
+      train.train_and_evaluate(config, str(workdir))
+  with open(workdir / train.FINAL_METRICS) as f:
+    metrics = {k: v for k, v in json.load(f).items() if k not in ('step', 'split')}
+  return config, str(workdir), metrics
+
+
+def pytest_collection_modifyitems(items):
+  """The slow tests first, so that the xdist workers start the long ones early and the quick ones
+  fill in at the end."""
+  items.sort(key=lambda item: item.get_closest_marker('slow') is None)

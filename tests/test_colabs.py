@@ -1,6 +1,7 @@
 """The Colab notebooks run top to bottom in their small setting (a cell that raises fails the
 test) and are stored without outputs. The explorer inspects the suite's trained run."""
 
+import json
 import os
 
 import nbformat
@@ -17,8 +18,10 @@ def _read(name):
 
 @pytest.mark.slow
 @pytest.mark.parametrize('name', NOTEBOOKS)
-def test_notebook_runs_top_to_bottom(name, tmp_path, monkeypatch, request):
-  monkeypatch.setenv('DLA_NOTEBOOK_SMALL', '1')
+def test_notebook_runs_top_to_bottom(name, short_run, tmp_path, monkeypatch, request):
+  # The suite's short schedule on 8 shapes images: the quickstart trains the suite's program.
+  monkeypatch.setenv('DLA_NOTEBOOK_SMALL', json.dumps(
+      {**short_run, 'data.shapes_train_size': 8, 'data.shapes_val_size': 8}))
   if name == 'assignment_explorer':  # inspects a trained run (the quickstart trains its own)
     monkeypatch.setenv('DLA_CHECKPOINT_WORKDIR', request.getfixturevalue('trained_run')[1])
   monkeypatch.setenv('DLA_NOTEBOOK_WORKDIR', str(tmp_path / 'workdir'))

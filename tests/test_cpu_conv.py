@@ -81,7 +81,7 @@ def test_detector_gradients_match_float64_with_every_implementation(monkeypatch)
     config.model.conv_impl, config.model.dtype = impl, dtype
     model = detector.build_detector(config)
     variables = jax.tree.map(lambda v: v.astype(dtype),
-                             detector.init_variables(model, config, jax.random.key(1)))
+                             detector.init_variables(config, jax.random.key(1)))
 
     def loss(params):
       outputs = jax.tree.leaves(model.apply({**variables, 'params': params},

@@ -111,11 +111,29 @@ def test_priors_follow_the_head_output_order():
   config = _tiny()
   model = detector.build_detector(config)
   images = jnp.zeros((1, 96, 160, 3))
-  variables = detector.init_variables(model, config, jax.random.key(0))
-  _, state = model.apply(variables, images, capture_intermediates=True)
+  variables = detector.init_variables(config, jax.random.key(0))
+  _, state = jax.jit(lambda v: model.apply(v, images, capture_intermediates=True))(variables)
   pyramid = state['intermediates']['fpn']['__call__'][0]
   p = priors_lib.make_priors((96, 160), fpn_lib.STRIDES, 8.0)
   assert tuple(x.shape[1] * x.shape[2] for x in pyramid) == p.level_sizes
+
+
+def _after_one_step(config, model, variables):
+  """``variables['params']`` after one optimizer step (lr with no warm-up) on random images."""
+  images = np.random.default_rng(1).normal(size=(2, 64, 64, 3)).astype(np.float32)
+  params = variables['params']
+  tx = optim.make_optimizer(config, model.trainable(params), steps_per_epoch=10)
+
+  def loss_fn(p):
+    out = model.apply({'params': p, 'batch_stats': variables['batch_stats']}, images)
+    return sum(jnp.mean(jnp.square(v)) for v in out.values())
+
+  @jax.jit
+  def updated(params):
+    updates, _ = tx.update(jax.grad(loss_fn)(params), tx.init(params), params)
+    return optax.apply_updates(params, updates)
+
+  return updated(params)
 
 
 @pytest.mark.slow
@@ -123,19 +141,9 @@ def test_frozen_stages_and_batchnorm_get_exactly_zero_update():
   config = _tiny(frozen_stages=1, backbone_norm='frozen_bn')
   config.optim.warmup_steps = 0
   model = detector.build_detector(config)
-  variables = detector.init_variables(model, config, jax.random.key(0))
-  images = jax.random.normal(jax.random.key(1), (2, 64, 64, 3))
-
-  def loss_fn(params):
-    out = model.apply({'params': params, 'batch_stats': variables['batch_stats']}, images)
-    return sum(jnp.mean(jnp.square(v)) for v in out.values())
-
+  variables = detector.init_variables(config, jax.random.key(0))
   params = variables['params']
-  grads = jax.grad(loss_fn)(params)
-  tx = optim.make_optimizer(config, model.trainable(params), steps_per_epoch=10)
-  updates, _ = tx.update(grads, tx.init(params), params)
-  new = optax.apply_updates(params, updates)
-
+  new = _after_one_step(config, model, variables)
   for name, before in params['backbone'].items():
     changed = jax.tree.leaves(jax.tree.map(lambda a, b: bool(jnp.any(a != b)), before,
                                            new['backbone'][name]))
@@ -154,20 +162,12 @@ def test_bn_eval_trains_batchnorm_affine_outside_frozen_stages_and_never_its_sta
   config = _tiny(frozen_stages=1, backbone_norm='bn_eval')
   config.optim.warmup_steps = 0
   model = detector.build_detector(config)
-  variables = detector.init_variables(model, config, jax.random.key(0))
+  variables = detector.init_variables(config, jax.random.key(0))
   stats = variables['batch_stats']['backbone']
   assert set(stats['layer2_0']['bn1']) == {'mean', 'var'}
   params = variables['params']
   assert set(params['backbone']['layer2_0']['bn1']) == {'scale', 'bias'}
-  images = jax.random.normal(jax.random.key(1), (2, 64, 64, 3))
-
-  def loss_fn(p):
-    out = model.apply({'params': p, 'batch_stats': variables['batch_stats']}, images)
-    return sum(jnp.mean(jnp.square(v)) for v in out.values())
-
-  tx = optim.make_optimizer(config, model.trainable(params), steps_per_epoch=10)
-  updates, _ = tx.update(jax.grad(loss_fn)(params), tx.init(params), params)
-  new = optax.apply_updates(params, updates)['backbone']
+  new = _after_one_step(config, model, variables)['backbone']
   for name, before in params['backbone'].items():
     for path, old in jax.tree_util.tree_flatten_with_path(before)[0]:
       leaf = new[name]
@@ -181,7 +181,7 @@ def test_group_norm_backbone_trains_every_stage_when_nothing_is_frozen():
   config = _tiny()
   assert config.model.backbone_norm == 'group_norm' and config.model.frozen_stages == -1
   model = detector.build_detector(config)
-  variables = detector.init_variables(model, config, jax.random.key(0))
+  variables = detector.abstract_variables(model)
   backbone = variables['params']['backbone']
   assert backbone['bn1']['scale'].shape == (32,)
   assert 'batch_stats' not in variables or not variables['batch_stats']
@@ -192,12 +192,11 @@ def test_group_norm_backbone_trains_every_stage_when_nothing_is_frozen():
 @pytest.mark.slow
 def test_bfloat16_forward_agrees_with_float32():
   config = _tiny()
-  images = jax.random.normal(jax.random.key(1), (2, 64, 64, 3))
-  variables = detector.init_variables(detector.build_detector(config), config,
-                                      jax.random.key(0))
-  out32 = detector.build_detector(config).apply(variables, images)
+  images = np.random.default_rng(1).normal(size=(2, 64, 64, 3)).astype(np.float32)
+  variables = detector.init_variables(config, jax.random.key(0))
+  out32 = jax.jit(detector.build_detector(config).apply)(variables, images)
   config.model.dtype = 'bfloat16'
-  out16 = detector.build_detector(config).apply(variables, images)
+  out16 = jax.jit(detector.build_detector(config).apply)(variables, images)
   for k in out32:
     assert out16[k].dtype == jnp.float32
     scale = float(jnp.max(jnp.abs(out32[k])))

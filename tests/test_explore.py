@@ -27,7 +27,7 @@ def test_inspection_follows_the_assigner(few_images):
   image = Image.open(os.path.join(images, first['file_name'])).convert('RGB')
   config = shapes_tiny.get_config()
   model = detector.build_detector(config)
-  variables = detector.init_variables(model, config, jax.random.key(0))
+  variables = detector.init_variables(config, jax.random.key(0))
   atss = explore.inspect(config, variables['params'], {}, image, boxes, labels, 1.0, 'atss')
   np.testing.assert_allclose(atss.bags.metrics, atss.bags.iou_prior, rtol=1e-6)
   np.testing.assert_allclose(atss.boxes, boxes, rtol=1e-6)  # 128 px images: no rescale

@@ -37,7 +37,7 @@ def _config():
 def _exported(tmp_path_factory):
   """(config, weights, export folder, image files): a randomly initialised tiny detector."""
   config = _config()
-  variables = detector.init_variables(detector.build_detector(config), config,
+  variables = detector.init_variables(config,
                                       jax.random.key(3))
   folder = tmp_path_factory.mktemp('stablehlo') / 'export'
   export_stablehlo.export(config, variables['params'], variables.get('batch_stats', {}),

@@ -71,7 +71,7 @@ def _config(backbone_init: str, arch: str = 'resnet18'):
 
 
 def _init(config):
-  return detector.init_variables(detector.build_detector(config), config, jax.random.key(0))
+  return detector.init_variables(config, jax.random.key(0))
 
 
 @pytest.fixture(name='r18', scope='module')

@@ -43,7 +43,7 @@ def _batch(config, seed=0):
 
 def _setup(config, devices):
   model = detector.build_detector(config)
-  variables = detector.init_variables(model, config, jax.random.key(0))
+  variables = detector.init_variables(config, jax.random.key(0))
   tx = optim.make_optimizer(config, model.trainable(variables['params']), STEPS_PER_EPOCH)
   mesh = step_lib.make_mesh(devices)
   state = jax.device_put(step_lib.create_train_state(variables, tx),

@@ -35,9 +35,11 @@ def _run(*args):
 @pytest.mark.slow
 def test_micro_sweep_runs_summarizes_and_resumes(few_images_flags, tmp_path):
   sweep_file = tmp_path / 'micro.py'
+  # ATSS as test_train's CLI run trains it, whose program the suite compiles once.
   sweep_file.write_text('def get_sweep():\n'
                         "  return {'dla': ['--config.assigner.name=dla'],\n"
-                        "          'atss': ['--config.assigner.name=atss']}\n")
+                        "          'atss': ['--config.model.head=atss', '--config.assigner.name=atss',\n"
+                        "                   '--config.assigner.topk=9']}\n")
   data = [*few_images_flags(), '--config.train.eval_every_epochs=6']
   out = tmp_path / 'sweep'
   sweep = ['launch/sweep.py', '--config', 'configs/shapes_tiny.py', '--sweep', str(sweep_file),

@@ -7,6 +7,7 @@ import json
 import logging
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -175,6 +176,23 @@ def test_run_killed_and_resumed_ends_bit_identical_to_an_uninterrupted_run(
   b, _, step_b = checkpoint.restore_weights(config, killed)
   assert step_a == step_b == steps
   jax.tree.map(np.testing.assert_array_equal, a, b)
+
+
+def test_a_resumed_run_draws_no_initial_weights_and_continues_exactly(trained_run, tmp_path,
+                                                                      monkeypatch):
+  config, straight, _ = trained_run
+  workdir = tmp_path / 'run'
+  shutil.copytree(straight, workdir)
+  shutil.rmtree(workdir / 'checkpoints' / '12')  # as if stopped after the save of step 11
+
+  def refuse(*_):
+    raise AssertionError('a resumed run drew initial weights')
+
+  monkeypatch.setattr(detector, 'init_variables', refuse)
+  state = train.train(config, str(workdir))
+  assert int(state.step) == config.optim.epochs
+  want, _, _ = checkpoint.restore_weights(config, straight)
+  jax.tree.map(np.testing.assert_array_equal, want, jax.device_get(state.params))
 
 
 def test_a_run_compiles_each_step_once_per_orientation_however_often_it_evaluates(

@@ -126,12 +126,16 @@ def abstract_variables(model: Detector) -> dict[str, Any]:
                         jax.ShapeDtypeStruct((1, 64, 64, 3), jnp.float32))
 
 
-def init_variables(model: Detector, config: ml_collections.ConfigDict,
-                   rng: jax.Array) -> dict[str, Any]:
-  """Initial ``{'params', 'batch_stats'}``, float32; the backbone's are read from
-  ``config.model.backbone_init`` when it is set: an orbax folder written by
-  ``dla-import-torchvision`` or a torchvision ``state_dict`` file (read with torch). Parameter
-  shapes do not depend on the image size, so a small dummy image is used.
+def init_variables(config: ml_collections.ConfigDict, rng: jax.Array) -> dict[str, Any]:
+  """Initial ``{'params', 'batch_stats'}`` of ``build_detector(config)``, float32; the
+  backbone's are read from ``config.model.backbone_init`` when it is set: an orbax folder written
+  by ``dla-import-torchvision`` or a torchvision ``state_dict`` file (read with torch).
+
+  They are drawn through the float32 model with XLA's own convolutions, whatever
+  ``model.conv_impl`` and ``model.dtype`` say: neither changes a variable's name, shape or
+  value, so every variant of an architecture shares one compiled init (its random draws, one per
+  parameter, are most of a detector's compile time on the CPU). Parameter shapes do not depend
+  on the image size, so a small dummy image is used.
 
   Raises:
     ConfigError: naming ``model.backbone_init`` and the file when they cannot be read or do not
@@ -142,7 +146,9 @@ def init_variables(model: Detector, config: ml_collections.ConfigDict,
   if m.backbone_init:  # read before the compile, so that a wrong file is reported at once
     backbone = pretrained.norm_layout(
         pretrained.read_backbone(m.backbone_init, m.backbone, m.backbone_width), m.backbone_norm)
-  variables = jax.jit(model.init)(rng, jnp.zeros((1, 64, 64, 3), jnp.float32))
+  drawn = config.copy_and_resolve_references()
+  drawn.model.conv_impl, drawn.model.dtype = 'xla', 'float32'
+  variables = jax.jit(build_detector(drawn).init)(rng, jnp.zeros((1, 64, 64, 3), jnp.float32))
   for collection, tree in backbone.items():
     variables[collection]['backbone'] = tree
   return variables

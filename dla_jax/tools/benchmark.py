@@ -131,7 +131,7 @@ def dla_calls(config: ml_collections.ConfigDict, batch: dict[str, np.ndarray],
   weights, which the train step donates and replaces."""
   mesh = step_lib.make_mesh(jax.local_devices())
   model = detector.build_detector(config)
-  variables = detector.init_variables(model, config, jax.random.key(0))
+  variables = detector.init_variables(config, jax.random.key(0))
   tx = optim.make_optimizer(config, model.trainable(variables['params']), TRAIN_STEPS_PER_EPOCH)
   on_device = {k: jax.device_put(v, step_lib.batch_sharding(mesh)) for k, v in batch.items()}
   state = jax.device_put(step_lib.create_train_state(variables, tx), step_lib.replicated(mesh))
@@ -193,7 +193,7 @@ def time_deploy(config: ml_collections.ConfigDict, batch: dict[str, np.ndarray],
   compares the program, not the CPU's convolution choices."""
   config = export_stablehlo.portable_config(config)
   model = detector.build_detector(config)
-  variables = detector.init_variables(model, config, jax.random.key(0))
+  variables = detector.init_variables(config, jax.random.key(0))
   batch_stats = variables.get('batch_stats', {})
   inputs = {k: batch[k] for k in step_lib.EVAL_FIELDS}
   with tempfile.TemporaryDirectory() as tmp:
