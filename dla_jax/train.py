@@ -16,6 +16,7 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 from jax.experimental import multihost_utils
+import orbax.checkpoint as ocp
 
 from dla_jax import checkpoint as checkpoint_lib
 from dla_jax import config_check
@@ -46,15 +47,26 @@ def _log_line(step: int, total_steps: int, steps_per_epoch: int, means: dict[str
           f'{means["images_per_s"]:.1f} img/s | ETA {eta}')
 
 
+# How long the processes of a run wait for each other to compile a train step.
+_COMPILE_WAIT_S = 3600
+
+
 def _compile(jitted, state, batch, verbose: bool):
   """``jitted`` compiled ahead of time for the shapes of (state, batch); says how long it took.
-  A compiled step refuses other shapes, so a recompile cannot go unnoticed."""
+  A compiled step refuses other shapes, so a recompile cannot go unnoticed.
+
+  The processes of a run wait for each other here: one may load the step from its compilation
+  cache (on the CPU only process 0 does) while another compiles it for a minute or more, longer
+  than the step's collectives wait for a peer.
+  """
   start = time.time()
   compiled = jitted.lower(state, batch).compile()
+  h, w = batch['images'].shape[1:3]
   if verbose:
-    h, w = batch['images'].shape[1:3]
     print(f'compiled the train step for {h}x{w} inputs in {time.time() - start:.1f} s',
           flush=True)
+  if jax.process_count() > 1:
+    ocp.multihost.sync_global_processes(f'compiled_train_step_{h}x{w}', timeout=_COMPILE_WAIT_S)
   return compiled
 
 
