@@ -2,9 +2,9 @@
 
 Every file a run writes (checkpoints, metrics, detections, classes, exports) goes through
 ``etils.epath``, the file API orbax itself uses, so a ``gs://`` workdir works like a local one:
-orbax and tensorstore write checkpoints there natively, and epath writes the rest through
-TensorFlow's file system where TensorFlow is installed, else through gcsfs. TensorBoard events
-go through tensorboardX, which writes to ``gs://`` with google-cloud-storage.
+orbax and tensorstore write checkpoints there natively, and epath writes the rest (TensorBoard
+events included) through TensorFlow's file system where TensorFlow is installed, else through
+gcsfs.
 
 ``check_writable`` runs before anything is built or trained: a bucket the run cannot write to,
 or a missing library, is reported at once rather than at the first checkpoint.
@@ -47,7 +47,7 @@ def _missing_libraries(folder: str) -> list[str]:
   except ModuleNotFoundError:
     storage = None
   if storage is None:
-    missing.append('google-cloud-storage')  # tensorboardX's and orbax's gs:// deletions
+    missing.append('google-cloud-storage')  # orbax's gs:// deletions
   return missing
 
 

@@ -3,9 +3,9 @@ resumes and exports like a local one; a workdir that cannot be written, or a buc
 libraries that write to it, is named before anything is built.
 
 The bucket is a stand-in: a local folder behind the ``gs`` protocol of fsspec (what epath uses
-for ``gs://`` without TensorFlow), tensorstore's file driver in place of its GCS driver (what
-orbax writes arrays with), and a local file behind tensorboardX's ``gs`` writer. Everything
-above those three, dla_jax's file handling and orbax's included, runs as it would on GCS.
+for ``gs://`` without TensorFlow) and tensorstore's file driver in place of its GCS driver (what
+orbax writes arrays with). Everything above those two, dla_jax's file handling and orbax's
+included, runs as it would on GCS.
 """
 
 import json
@@ -19,7 +19,6 @@ from fsspec.implementations.local import LocalFileSystem
 import importlib.util
 from orbax.checkpoint._src.path import gcs_utils
 import pytest
-from tensorboardX import record_writer
 
 from dla_jax import errors
 from dla_jax import export_params
@@ -40,15 +39,6 @@ def _bucket(tmp_path, monkeypatch):
       del args, kwargs  # gcsfs's options
       super().__init__(path=str(root), fs=LocalFileSystem(auto_mkdir=True))
 
-  class FakeGcsEvents:
-    def open(self, path):
-      local = root / path.removeprefix('gs://')
-      local.parent.mkdir(parents=True, exist_ok=True)
-      return open(local, 'wb')
-
-    def directory_check(self, path):
-      (root / path.removeprefix('gs://')).mkdir(parents=True, exist_ok=True)
-
   def file_kvstore(path):
     bucket, relative = gcs_utils.parse_gcs_path(path, add_trailing_slash=False)
     return {'driver': 'file', 'path': str(root / bucket / relative)}
@@ -59,7 +49,6 @@ def _bucket(tmp_path, monkeypatch):
   epath_backend.fsspec_backend._get_filesystem.cache_clear()
   monkeypatch.setattr(gcs_utils, 'get_kvstore_for_gcs', file_kvstore)
   monkeypatch.setattr(gcs_utils, 'is_hierarchical_namespace_enabled', lambda path: False)
-  monkeypatch.setitem(record_writer.REGISTERED_FACTORIES, 'gs', FakeGcsEvents())
   monkeypatch.setattr(workdir_lib, '_missing_libraries', lambda folder: [])
   yield root
   epath_backend.fsspec_backend._get_filesystem.cache_clear()
