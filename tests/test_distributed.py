@@ -4,6 +4,7 @@ SIGTERM sent to one of them checkpoints both at the same step, and a checkpoint 
 cannot read sends both back to the step before it."""
 
 import os
+import re
 import shutil
 import signal
 import socket
@@ -26,9 +27,16 @@ def _free_port() -> int:
     return s.getsockname()[1]
 
 
+def _devices(count: int) -> dict[str, str]:
+  """The environment with ``count`` simulated CPU devices a process, conftest's other XLA flags
+  kept."""
+  flags = re.sub(r'--xla_force_host_platform_device_count=\d+', '', os.environ['XLA_FLAGS'])
+  return dict(os.environ, XLA_FLAGS=f'{flags} --xla_force_host_platform_device_count={count}')
+
+
 def _start(workdir, args, processes, devices_each):
   """Starts ``processes`` processes of ``dla_jax.main`` with ``devices_each`` CPU devices each."""
-  env = dict(os.environ, XLA_FLAGS=f'--xla_force_host_platform_device_count={devices_each}')
+  env = _devices(devices_each)
   base = [sys.executable, '-m', 'dla_jax.main', '--config', 'configs/shapes_tiny.py',
           '--workdir', workdir, *args]
   if processes == 1:
@@ -107,7 +115,7 @@ def test_a_checkpoint_damaged_for_one_process_sends_every_process_to_the_step_be
       open(os.path.join(root, name), 'w').close()
   # Stopping at step 11: both processes resume at step 11 and have nothing left to train.
   address = f'localhost:{_free_port()}'
-  env = dict(os.environ, XLA_FLAGS='--xla_force_host_platform_device_count=4')
+  env = _devices(4)
   processes = [subprocess.Popen(
       [sys.executable, '-m', 'dla_jax.main', '--config', 'configs/shapes_tiny.py', '--workdir',
        workdir, '--mode', 'train', *few_images_flags(stop_at_step=11), '--distributed',

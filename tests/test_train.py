@@ -30,19 +30,19 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def test_tiny_model_overfits_a_handful_of_images(few_images_config, tmp_path):
-  """The main command's model and CPU convolutions (conv_impl 'auto'), on a 200-step schedule."""
+  """The main command's model and CPU convolutions (conv_impl 'auto'), on a 120-step schedule."""
   config = few_images_config()
   config.model.conv_impl = 'auto'
-  config.optim.epochs, config.optim.decay_epochs = 200, (160,)
-  config.train.log_every = 25
+  config.optim.epochs, config.optim.decay_epochs = 120, (100,)
+  config.train.log_every = 20
   metrics = train.train_and_evaluate(config, str(tmp_path))
   assert metrics['AP'] >= 0.8, metrics
   logged = metric_writer.read_metrics(str(tmp_path), 'train')
   assert logged[-1]['loss'] < 0.5 * logged[0]['loss']
-  assert [r['step'] for r in logged] == list(range(25, 201, 25))
-  assert os.path.exists(tmp_path / 'detections_val_step200.json')
+  assert [r['step'] for r in logged] == list(range(20, 121, 20))
+  assert os.path.exists(tmp_path / 'detections_val_step120.json')
   with open(tmp_path / train.FINAL_METRICS) as f:
-    assert json.load(f) == {'step': 200, 'split': 'val', **metrics}
+    assert json.load(f) == {'step': 120, 'split': 'val', **metrics}
 
 
 def test_training_through_the_graph_gpus_and_tpus_run(few_images_config, trained_run):
