@@ -65,6 +65,28 @@ def test_the_test_command_installs_through_the_constraints():
   assert os.access(REPO / '.ci' / 'run', os.X_OK)
 
 
+def test_ci_runs_every_readme_command_from_the_main_jobs_install_before_the_extras():
+  ci = (REPO / '.ci' / 'run').read_text().splitlines()
+  readme = (REPO / 'README.md').read_text()
+  commands = (REPO / '.ci' / 'documented_commands').read_text()
+  base = '-c launch/constraints.txt -e .'
+  assert f'pip install {base} && ' in readme
+
+  def line(text):
+    return next(i for i, l in enumerate(ci) if l.endswith(text))
+
+  assert line(base) < line('.ci/documented_commands .venv/bin/python') < line("tfds]'")
+  table = readme[readme.index('## Modes'):readme.index('## Export and deploy')]
+  shown = (set(re.findall(r'^\| `([a-z_]+)`', table, re.M)) |
+           set(re.findall(r'--mode ([a-z_]+)', readme)))
+  assert {'train', 'evaluate', 'predict', 'export'} <= shown, shown
+  run = set(re.findall(r'--mode (\w+)', commands)) | {'train_and_evaluate'}
+  assert shown <= run, shown - run
+  for command in ('--format stablehlo', 'dla_jax.tools.summary', 'serving.load('):
+    assert command in readme and command in commands, command
+  assert os.access(REPO / '.ci' / 'documented_commands', os.X_OK)
+
+
 _FILE_TOKEN = re.compile(r'[\w.-]+(?:/[\w.-]+)*(?:\.(?:py|sh|ipynb|md|txt|toml)\b|/(?![\w.]))')
 
 

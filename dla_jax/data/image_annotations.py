@@ -83,18 +83,62 @@ def clean_boxes(xywh: np.ndarray, height: int, width: int,
 
 
 def read_image(path: str, what: str = 'image', data: bytes | None = None) -> Image.Image:
-  """Reads an image file, or its encoded ``data`` named ``path``, as RGB; ``what`` names it in
-  errors (e.g. 'image 42').
+  """Reads an image file, or its encoded ``data`` named ``path``, as 8-bit RGB (``as_rgb``);
+  ``what`` names it in errors (e.g. 'image 42').
 
   Raises:
-    DataError: naming the file, when it is missing, unreadable or corrupt.
+    DataError: naming the file, when it is missing, unreadable, corrupt, over Pillow's
+      decompression-bomb limit, or of pixels that do not scale to 8 bits.
   """
   try:
     image = Image.open(path if data is None else io.BytesIO(data))
     image.load()  # decodes and closes the file
-  except (OSError, SyntaxError, ValueError) as e:
+  except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
     raise DataError(f'{path}: cannot read {what}: {e}') from e
-  return image if image.mode == 'RGB' else image.convert('RGB')
+  return as_rgb(image, f'{path}: cannot read {what}')
+
+
+# Pillow's 16-bit grayscale modes (PNG and TIFF files open as I;16).
+_SIXTEEN_BIT = ('I;16', 'I;16L', 'I;16B', 'I;16N')
+
+
+def as_rgb(image: Image.Image, where: str) -> Image.Image:
+  """``image`` as 8-bit RGB, its pixel values scaled, never clipped; ``where`` starts errors.
+
+  - 16-bit grayscale (``I;16*``) and 32-bit integer grayscale (``I``) holding 16-bit values:
+    ``round(v / 257)``, so that 65535 is 255 (16-bit RGB and RGBA PNGs reach here as 8-bit
+    ``RGB``/``RGBA``: Pillow keeps each sample's high byte, the same scaling).
+  - 32-bit float grayscale (``F``) in [0, 1]: ``round(255 v)``.
+  - Palette, grayscale, CMYK and the rest: Pillow's conversion. Transparency (alpha, or a
+    palette's transparent entry) is dropped, keeping the colours under it, as torchvision's
+    and OpenCV's RGB readers do.
+
+  Raises:
+    DataError: ``I`` values outside 0-65535, ``F`` values outside [0, 1] or not finite, or a
+      mode Pillow cannot convert; the message names the mode and the range found.
+  """
+  mode = image.mode
+  if mode == 'RGB':
+    return image
+  if mode in _SIXTEEN_BIT + ('I', 'F'):
+    pixels = np.asarray(image).astype(np.float64)
+    if mode == 'F':
+      scale, limit, kind = 255.0, 1.0, 'float pixels (mode F) are read in [0, 1]'
+    else:
+      scale, limit, kind = 1 / 257, 65535.0, f'integer pixels (mode {mode}) are read in 0-65535'
+    finite = np.isfinite(pixels).all()
+    low, high = (pixels.min(), pixels.max()) if pixels.size else (0.0, 0.0)
+    if not finite or low < 0 or high > limit:
+      found = 'values that are not finite' if not finite else f'values {low:g} to {high:g}'
+      raise DataError(f'{where}: {kind}, and it has {found}; convert it to 8-bit RGB')
+    gray = np.round(pixels * scale).astype(np.uint8)
+    return Image.fromarray(np.repeat(gray[..., None], 3, axis=-1))
+  try:
+    if mode == 'PA' or (mode == 'P' and 'transparency' in image.info):
+      image = image.convert('RGBA')  # Pillow warns converting these to RGB directly
+    return image.convert('RGB')
+  except ValueError as e:
+    raise DataError(f'{where}: mode {mode} does not convert to RGB: {e}') from e
 
 
 def read_file(record: Record) -> Image.Image:
