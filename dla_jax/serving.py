@@ -131,7 +131,6 @@ class StableHLODetector:
 def _as_image(image: Any, index: int) -> Image.Image:
   """An RGB PIL image from a path, a PIL image or an [H, W, 3] uint8 array."""
   if isinstance(image, Image.Image):
-    image.load()
     return image_annotations.as_rgb(image, f'image {index}')
   if isinstance(image, (str, pathlib.Path)):
     return image_annotations.read_image(str(image))
