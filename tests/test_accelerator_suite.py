@@ -21,8 +21,8 @@ def _fake_case(seconds: float, fail: dict[str, str] | None = None):
   ``benchmark --json`` does; cases named in ``fail`` print that text and exit 1."""
   fail = fail or {}
 
-  def command(case, out, image_size, fcos, base):
-    del fcos, base
+  def command(case, out, image_size, fcos, base, repeats, warmup):
+    del fcos, base, repeats, warmup
     if case.name in fail:
       return [sys.executable, '-c', f'print({fail[case.name]!r}); raise SystemExit(1)']
     result = {'machine': 'fake', 'device_kind': 'fake', 'devices': 1, 'backbone': 'resnet50',
@@ -39,7 +39,7 @@ def _fake_case(seconds: float, fail: dict[str, str] | None = None):
 def _run(tmp_path, monkeypatch, budget, seconds, fail=None, batches=(2, 4, 8)):
   monkeypatch.setattr(accelerator_suite, 'case_command', _fake_case(seconds, fail))
   return accelerator_suite.run_suite(tmp_path, budget, [], (800, 1344), list(batches), 8,
-                                     DTYPES, fcos=False)
+                                     DTYPES, fcos=False, repeats=20, warmup=3)
 
 
 def test_cases_run_cheapest_first():
@@ -90,12 +90,26 @@ def test_config_flags_are_passed_on():
                                                  '--config.train.seed', '3']
 
 
+def test_a_case_is_the_benchmark_with_the_config_first_and_the_steps_asked(tmp_path):
+  command = accelerator_suite.case_command(accelerator_suite.Case('train', 'bfloat16', 4),
+                                          tmp_path, (64, 96), False, ['--config', 'x'], 7, 2)
+  assert command[1:5] == ['-m', 'dla_jax.tools.benchmark', '--config', 'x']
+  text = ' '.join(command)
+  for expected in ('--image_size 64,96', '--per_device_batch 4', '--dtype bfloat16',
+                   '--parts train,host ', '--repeats 7 --warmup 2',
+                   f'--json {tmp_path / "train_bfloat16_b4.json"}'):
+    assert expected in text, text
+
+
 @pytest.mark.slow
 def test_suite_measures_training_and_inference_on_the_cpu(tmp_path):
+  """Its smallest setting: one timed step a case, XLA's own convolutions (the suite's cases
+  are the same on every backend)."""
   result = subprocess.run(
       [sys.executable, '-m', 'dla_jax.tools.accelerator_suite', '--out', str(tmp_path),
-       '--config', 'shapes_tiny', '--image_size', '64,96', '--dtypes', 'float32',
-       '--train_per_device', '1', '--infer_per_device', '1'],
+       '--config', 'shapes_tiny', '--config.model.conv_impl=xla', '--image_size', '64,96',
+       '--dtypes', 'float32', '--train_per_device', '1', '--infer_per_device', '1',
+       '--repeats', '1', '--warmup', '0'],
       cwd=REPO, capture_output=True, text=True, timeout=600)
   assert result.returncode == 0, result.stderr[-3000:]
   results = {r['case']: r for r in json.loads((tmp_path / 'suite.json').read_text())}

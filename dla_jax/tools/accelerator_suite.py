@@ -15,7 +15,8 @@ Each case is ``python -m dla_jax.tools.benchmark`` with explicit flags (``case_c
 ``--config`` flag and its overrides passed on) in its own process, so that each peak is its own
 and a case that runs out of memory cannot take the others with it. When torch imports with
 CUDA, each case also runs torchvision's FCOS R50-FPN (``fcos_baseline``, the ImageNet recipe's
-build) with AMP in the same process, the two taking turns (see ``benchmark``).
+build) with AMP in the same process, the two taking turns (see ``benchmark``). Each case's
+figures are medians over ``--repeats`` steps (20) after ``--warmup`` untimed ones (3).
 
 The suite keeps within ``--time_budget_s``: a case that the time left cannot hold at the pace of
 the case before it is dropped with every larger case; a case still running at the limit is
@@ -39,7 +40,6 @@ from absl import flags
 from dla_jax import cli
 from dla_jax.models import detector
 
-REPEATS, WARMUP = 20, 3
 OUT_OF_MEMORY = ('RESOURCE_EXHAUSTED', 'Out of memory', 'out of memory')
 
 
@@ -93,14 +93,15 @@ def config_args(argv: list[str]) -> list[str]:
 
 
 def case_command(case: Case, out: pathlib.Path, image_size: tuple[int, int], fcos: bool,
-                 base: list[str]) -> list[str]:
-  """``benchmark``'s command line for one case, with ``base`` (the config flags) first."""
+                 base: list[str], repeats: int, warmup: int) -> list[str]:
+  """``benchmark``'s command line for one case, with ``base`` (the config flags) first, timing
+  ``repeats`` calls after ``warmup``."""
   parts = [case.part] + (['host'] if case.part == 'train' else []) + (['fcos'] if fcos else [])
   return [sys.executable, '-m', 'dla_jax.tools.benchmark', *base,
           '--image_size', ','.join(map(str, image_size)), '--per_device_batch',
           str(case.per_device), '--dtype', case.dtype, '--parts', ','.join(parts),
-          '--fcos_variant', 'imagenet_recipe', '--repeats', str(REPEATS), '--warmup',
-          str(WARMUP), '--json', str(out / f'{case.name}.json')]
+          '--fcos_variant', 'imagenet_recipe', '--repeats', str(repeats), '--warmup',
+          str(warmup), '--json', str(out / f'{case.name}.json')]
 
 
 def run_case(case: Case, command: list[str], out: pathlib.Path, timeout: float) -> dict:
@@ -132,7 +133,7 @@ def run_case(case: Case, command: list[str], out: pathlib.Path, timeout: float) 
 
 def run_suite(out: pathlib.Path, budget_s: float, base: list[str], image_size: tuple[int, int],
               train_batches: list[int], infer_batch: int, dtypes: list[str],
-              fcos: bool) -> list[dict]:
+              fcos: bool, repeats: int, warmup: int) -> list[dict]:
   """Runs the cases within ``budget_s`` (see the module doc), writing DIR/suite.json and
   DIR/suite.md after each; returns the results, dropped cases included."""
   out.mkdir(parents=True, exist_ok=True)
@@ -155,8 +156,8 @@ def run_suite(out: pathlib.Path, budget_s: float, base: list[str], image_size: t
       results.append({'case': case.name, 'part': case.part, 'dtype': case.dtype,
                       'per_device': case.per_device, 'dropped': reason})
     else:
-      result = run_case(case, case_command(case, out, image_size, fcos, base), out,
-                        left)
+      result = run_case(case, case_command(case, out, image_size, fcos, base, repeats, warmup),
+                        out, left)
       results.append(result)
       if result.get('dropped') == 'stopped at the time limit':
         stop_reason = 'time budget: spent'
@@ -222,6 +223,9 @@ def _define_flags():
                     'Training images per device, one case each.')
   flags.DEFINE_integer('infer_per_device', 8, 'Inference images per device.')
   flags.DEFINE_list('dtypes', ['bfloat16', 'float32'], 'Compute dtypes, one case each.')
+  flags.DEFINE_integer('repeats', 20, 'Timed steps per case, of which the median is reported '
+                       '(also the steps of the host measurement).')
+  flags.DEFINE_integer('warmup', 3, 'Untimed steps per case before timing.')
   flags.mark_flag_as_required('out')
 
 
@@ -237,7 +241,8 @@ def main(argv):
                 else tuple(f.config.data.image_size))
   results = run_suite(pathlib.Path(f.out), f.time_budget_s - (time.monotonic() - start),
                       config_args(sys.argv[1:]), image_size,
-                      [int(b) for b in f.train_per_device], f.infer_per_device, f.dtypes, fcos)
+                      [int(b) for b in f.train_per_device], f.infer_per_device, f.dtypes, fcos,
+                      f.repeats, f.warmup)
   print(report(results), end='')
   print(f'{len(results)} cases in {time.monotonic() - start:.0f} s; JSON, markdown and logs in '
         f'{os.path.abspath(f.out)}')

@@ -75,7 +75,8 @@ _PER_DEVICE_BATCH = flags.DEFINE_integer('per_device_batch', 0,
 _GTS = flags.DEFINE_integer('gts', 20, 'Ground-truth boxes per image.')
 _DTYPE = flags.DEFINE_enum('dtype', None, ['float32', 'bfloat16'],
                            'Compute dtype (default: the config\'s model.dtype on this backend).')
-_REPEATS = flags.DEFINE_integer('repeats', 5, 'Timed calls per measurement.')
+_REPEATS = flags.DEFINE_integer('repeats', 5, 'Timed calls per measurement (and the '
+                                'steps of the host measurement).')
 _WARMUP = flags.DEFINE_integer('warmup', 2, 'Untimed calls before timing.')
 PARTS = ('train', 'infer', 'assign', 'host', 'input', 'fcos', 'deploy')
 _PARTS = flags.DEFINE_list('parts', ['train', 'infer', 'assign', 'input', 'fcos'],
@@ -123,12 +124,12 @@ def synthetic_batch(batch: int, image_hw: tuple[int, int], gts: int, num_classes
           'valid': np.ones((batch, gts), bool)}
 
 
-def dla_calls(config: ml_collections.ConfigDict, batch: dict[str, np.ndarray],
-              parts) -> tuple[dict[str, Callable[[], None]], dict[str, float]]:
+def dla_calls(config: ml_collections.ConfigDict, batch: dict[str, np.ndarray], parts,
+              host_steps: int) -> tuple[dict[str, Callable[[], None]], dict[str, float]]:
   """dla-jax's 'train' step and 'infer' (as ``parts`` asks), each a call that waits for its
   results, and their compile seconds, the train step's XLA memory bytes and (with 'host' in
-  ``parts``) the host's ms per step around it. Inference runs on the train state's current
-  weights, which the train step donates and replaces."""
+  ``parts``) the host's ms per step around it, over ``host_steps`` steps. Inference runs on the
+  train state's current weights, which the train step donates and replaces."""
   mesh = step_lib.make_mesh(jax.local_devices())
   model = detector.build_detector(config)
   variables = detector.init_variables(config, jax.random.key(0))
@@ -147,7 +148,7 @@ def dla_calls(config: ml_collections.ConfigDict, batch: dict[str, np.ndarray],
       info['train_xla_bytes'] = (memory.argument_size_in_bytes + memory.output_size_in_bytes +
                                  memory.temp_size_in_bytes)
     if 'host' in parts:
-      state, info['host_ms'] = host_ms_per_step(step, state, batch, mesh)
+      state, info['host_ms'] = host_ms_per_step(step, state, batch, mesh, host_steps)
 
     def train_call():
       nonlocal state
@@ -167,7 +168,7 @@ def dla_calls(config: ml_collections.ConfigDict, batch: dict[str, np.ndarray],
 
 def host_ms_per_step(step, state: step_lib.TrainState, batch: dict[str, np.ndarray],
                      mesh: jax.sharding.Mesh,
-                     num_steps: int = 10) -> tuple[step_lib.TrainState, dict[str, float]]:
+                     num_steps: int) -> tuple[step_lib.TrainState, dict[str, float]]:
   """The training loop's main-thread ms per step around the compiled train ``step``
   (``timing.host_loop_ms``), from a host batch already loaded: transfer, dispatch and metric
   accumulation. Returns the state after those steps (``state`` is donated to them)."""
@@ -252,7 +253,7 @@ def time_side_by_side(config: ml_collections.ConfigDict, batch: dict[str, np.nda
   reports it (FCOS's counts the other builds' resident weights too). Returns dla-jax's figures
   (with compile seconds and memory) and FCOS's by build, with dla-jax's time over FCOS's in
   each round (``{part}_ratios``)."""
-  dla_part_calls, dla = dla_calls(config, batch, parts)
+  dla_part_calls, dla = dla_calls(config, batch, parts, _REPEATS.value)
   fcos = {variant: {} for variant in fcos_variants}
   contenders = {part: {'dla': call} for part, call in dla_part_calls.items()}
   for variant in fcos_variants:
