@@ -1,6 +1,7 @@
 """Every image mode is read as 8-bit RGB by scaling its values, by each reader: training's and
 evaluation's (``open_image``), predict's (``read_image``) and serving's (paths and PIL images);
-values that cannot be scaled are refused with one message naming the file and the mode."""
+values that cannot be scaled are refused with one message naming the file and the mode, and so
+are files that hold no image: empty, past Pillow's decompression-bomb limit, a link loop."""
 
 import struct
 import warnings
@@ -116,3 +117,17 @@ def test_an_image_past_the_decompression_bomb_limit_is_refused_naming_it(tmp_pat
   with pytest.raises(errors.DataError, match='decompression bomb') as raised:
     image_annotations.read_image(str(tmp_path / 'big.png'), 'image 9')
   assert str(raised.value).startswith(f'{tmp_path / "big.png"}: cannot read image 9: ')
+
+
+@pytest.mark.parametrize('make', ['empty', 'loop'])
+def test_an_empty_file_or_a_link_loop_is_refused_naming_it(tmp_path, make):
+  path = tmp_path / 'a.png'
+  if make == 'empty':
+    path.write_bytes(b'')
+  else:  # a.png -> b.png -> a.png
+    (tmp_path / 'b.png').symlink_to(path)
+    path.symlink_to(tmp_path / 'b.png')
+  with pytest.raises(errors.DataError) as raised:
+    image_annotations.read_image(str(path), 'image 3')
+  assert str(raised.value).startswith(f'{path}: cannot read image 3: '), raised.value
+  assert len(str(raised.value).splitlines()) == 1
