@@ -16,7 +16,7 @@ Each case is ``python -m dla_jax.tools.benchmark`` with explicit flags (``case_c
 and a case that runs out of memory cannot take the others with it. When torch imports with
 CUDA, each case also runs torchvision's FCOS R50-FPN (``fcos_baseline``, the ImageNet recipe's
 build) with AMP in the same process, the two taking turns (see ``benchmark``). Each case's
-figures are medians over ``--repeats`` steps (20) after ``--warmup`` untimed ones (3).
+figures are medians over ``--repeats`` steps after ``--warmup`` untimed ones.
 
 The suite keeps within ``--time_budget_s``: a case that the time left cannot hold at the pace of
 the case before it is dropped with every larger case; a case still running at the limit is
