@@ -11,12 +11,14 @@ with ``train.stop_at_step``: a train step compiles its schedule in, so trainings
 schedule share one program. ``trained_run`` is one finished short run that every test needing a
 checkpoint reads (and copies before changing).
 
-The suite runs in as many pytest-xdist workers as the machine has cores (``-n auto``): the two
-session fixtures that write files (``few_images``, ``trained_run``) are made once, by whichever
-worker needs them first, in a folder all workers share.
+The suite runs in as many pytest-xdist workers as the machine has cores (``-n auto``): the
+session fixtures that write files (``few_images``, ``trained_run``, and a test module's own
+through ``made_once``) are made once, by whichever worker needs them first, in a folder all
+workers share.
 """
 
 import contextlib
+import functools
 import json
 import os
 import pathlib
@@ -58,6 +60,12 @@ def _made_once(tmp_path_factory, name: str):
   with filelock.FileLock(str(root / f'{name}.lock')):
     yield folder, done.exists()
     done.touch()
+
+
+@pytest.fixture(name='made_once', scope='session')
+def _made_once_fixture(tmp_path_factory):
+  """``made_once(name)``: ``_made_once`` for a test module's own session fixture."""
+  return functools.partial(_made_once, tmp_path_factory)
 
 
 @pytest.fixture(name='short_run', scope='session')

@@ -3,6 +3,7 @@ slice: two processes of 4 simulated CPU devices each train and evaluate like one
 SIGTERM sent to one of them checkpoints both at the same step, and a checkpoint that one of them
 cannot read sends both back to the step before it."""
 
+import json
 import os
 import re
 import shutil
@@ -14,6 +15,8 @@ import sys
 import numpy as np
 import pytest
 
+from dla_jax import checkpoint
+from dla_jax import evaluation
 from dla_jax import metric_writer
 
 pytestmark = pytest.mark.slow  # every test here trains or compiles a detector, or starts processes
@@ -27,77 +30,89 @@ def _free_port() -> int:
     return s.getsockname()[1]
 
 
-def _devices(count: int) -> dict[str, str]:
-  """The environment with ``count`` simulated CPU devices a process, conftest's other XLA flags
-  kept."""
+def _start(workdirs, args):
+  """Starts two processes of ``dla_jax.main`` with 4 CPU devices each, joined by
+  ``jax.distributed``; process i writes to ``workdirs[i]``."""
   flags = re.sub(r'--xla_force_host_platform_device_count=\d+', '', os.environ['XLA_FLAGS'])
-  return dict(os.environ, XLA_FLAGS=f'{flags} --xla_force_host_platform_device_count={count}')
+  env = dict(os.environ, XLA_FLAGS=f'{flags} --xla_force_host_platform_device_count=4')
+  address = f'localhost:{_free_port()}'
+  return [subprocess.Popen(
+      [sys.executable, '-m', 'dla_jax.main', '--config', 'configs/shapes_tiny.py', '--workdir',
+       workdir, *args, '--distributed', f'--coordinator_address={address}', '--num_processes=2',
+       f'--process_id={i}'],
+      cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+      for i, workdir in enumerate(workdirs)]
 
 
-def _start(workdir, args, processes, devices_each):
-  """Starts ``processes`` processes of ``dla_jax.main`` with ``devices_each`` CPU devices each."""
-  env = _devices(devices_each)
-  base = [sys.executable, '-m', 'dla_jax.main', '--config', 'configs/shapes_tiny.py',
-          '--workdir', workdir, *args]
-  if processes == 1:
-    commands = [base]
-  else:
-    address = f'localhost:{_free_port()}'
-    commands = [[*base, '--distributed', f'--coordinator_address={address}',
-                 f'--num_processes={processes}', f'--process_id={i}'] for i in range(processes)]
-  return [subprocess.Popen(c, cwd=REPO, env=env, stdout=subprocess.PIPE,
-                           stderr=subprocess.DEVNULL, text=True) for c in commands]
-
-
-def _finish(processes):
-  outputs = [p.communicate(timeout=600)[0] for p in processes]
+def _finish(processes, lines=('', '')):
+  """The outputs of ``processes`` (after the ``lines`` already read), all of which must succeed."""
+  outputs = [read + p.communicate(timeout=600)[0] for read, p in zip(lines, processes)]
   assert [p.returncode for p in processes] == [0] * len(processes), outputs
   return outputs
 
 
-def test_two_processes_of_four_devices_train_and_evaluate_like_one_of_eight(few_images_flags,
-                                                                           tmp_path):
-  args = ['--mode', 'train_and_evaluate', *few_images_flags(stop_at_step=3)]
-  one, two = str(tmp_path / 'one'), str(tmp_path / 'two')
-  _finish(_start(one, args, processes=1, devices_each=8))
-  lead, other = _finish(_start(two, args, processes=2, devices_each=4))
-  assert 'step 3/12' in lead and 'val at step 3: AP' in lead
-  assert 'step ' not in other and 'val at' not in other  # only process 0 prints
-  fields = ('loss', 'loss_cls', 'loss_reg', 'loss_metric', 'num_pos', 'alpha', 'lr')
-  for split in ('train', 'val'):
-    a, b = metric_writer.read_metrics(one, split), metric_writer.read_metrics(two, split)
-    assert [r['step'] for r in a] == [r['step'] for r in b] == ([1, 2, 3] if split == 'train'
-                                                                else [3])
-    for ra, rb in zip(a, b):
-      for k in fields if split == 'train' else ('AP', 'AP50', 'AR100'):
-        np.testing.assert_allclose(rb[k], ra[k], rtol=1e-5, err_msg=f'{split} {k}')
+@pytest.fixture(name='preempted_run', scope='session')
+def _preempted_run(made_once, few_images_flags):
+  """The suite's short run on two processes of 4 devices: process 1 gets SIGTERM once process 0
+  has logged step 2, then both resume and train and evaluate to the end. ``(workdir, outputs)``:
+  the processes' outputs (``sigterm``, ``resumed``, each [process 0, process 1]) and the
+  checkpoints the SIGTERM left (``checkpoints``)."""
+  with made_once('preempted_run') as (folder, made):
+    workdir = str(folder / 'run')
+    if not made:
+      processes = _start([workdir] * 2, ['--mode', 'train', *few_images_flags(),
+                                         '--config.train.checkpoint_every=1000'])
+      lines = []
+      for line in processes[0].stdout:
+        lines.append(line)
+        if line.startswith('step 2/'):
+          processes[1].send_signal(signal.SIGTERM)
+      sigterm = _finish(processes, (''.join(lines), ''))
+      checkpoints = os.listdir(os.path.join(workdir, 'checkpoints'))
+      resumed = _finish(_start([workdir] * 2, ['--mode', 'train_and_evaluate',
+                                               *few_images_flags()]))
+      (folder / 'outputs.json').write_text(json.dumps(
+          {'sigterm': sigterm, 'checkpoints': checkpoints, 'resumed': resumed}))
+  return workdir, json.loads((folder / 'outputs.json').read_text())
 
 
-def test_sigterm_to_one_process_checkpoints_all_at_the_same_step(few_images_flags, tmp_path):
-  workdir = str(tmp_path / 'run')
-  args = ['--mode', 'train', *few_images_flags(), '--config.train.checkpoint_every=1000']
-  lead, other = _start(workdir, args, processes=2, devices_each=4)
-  lines = []
-  for line in lead.stdout:
-    lines.append(line)
-    if line.startswith('step 2/'):
-      other.send_signal(signal.SIGTERM)
-  outputs = [''.join(lines) + lead.communicate(timeout=120)[0], other.communicate(timeout=120)[0]]
-  assert [lead.returncode, other.returncode] == [0, 0], outputs
+def test_sigterm_to_one_process_checkpoints_all_at_the_same_step(preempted_run):
+  _, outputs = preempted_run
   steps = set()
-  for out in outputs:
+  for out in outputs['sigterm']:
     saved = [l for l in out.splitlines() if l.startswith('SIGTERM: saved a checkpoint at step ')]
     assert len(saved) == 1, out[-2000:]
     steps.add(int(saved[0].split('at step ')[1].split()[0]))
   assert len(steps) == 1
   step = steps.pop()
   assert 2 <= step < 12
-  assert os.listdir(os.path.join(workdir, 'checkpoints')) == [str(step)]
+  assert outputs['checkpoints'] == [str(step)]
+  logged = [l for l in outputs['resumed'][0].splitlines() if l.startswith('step ')]
+  assert logged[0].split()[1] == f'{step + 1}/12', outputs['resumed'][0]
 
-  resumed = _finish(_start(workdir, ['--mode', 'train', *few_images_flags(stop_at_step=step + 1)],
-                           processes=2, devices_each=4))
-  logged = [l for l in resumed[0].splitlines() if l.startswith('step ')]
-  assert [l.split()[1] for l in logged] == [f'{step + 1}/12'], resumed[0]
+
+def test_two_processes_of_four_devices_train_and_evaluate_like_one_of_eight(
+    preempted_run, trained_run, few_images_config, tmp_path):
+  """Training against ``trained_run`` (the same config trained by one process of 8 devices) over
+  the first steps, after which the two meshes' different summation orders have grown past
+  float32's last digits; evaluation against one process of 8 devices on the same weights."""
+  two, outputs = preempted_run
+  _, one, _ = trained_run
+  lead, other = outputs['resumed']
+  assert 'step 12/12' in lead and 'val at step 12: AP' in lead
+  assert 'step ' not in other and 'val at' not in other  # only process 0 prints
+  a, b = metric_writer.read_metrics(one, 'train'), metric_writer.read_metrics(two, 'train')
+  assert [r['step'] for r in a] == [r['step'] for r in b] == list(range(1, 13))
+  for ra, rb in zip(a[:3], b[:3]):
+    for k in ('loss', 'loss_cls', 'loss_reg', 'loss_metric', 'num_pos', 'alpha', 'lr'):
+      np.testing.assert_allclose(rb[k], ra[k], rtol=1e-5, err_msg=f'step {ra["step"]} {k}')
+  config = few_images_config()
+  params, batch_stats, step = checkpoint.restore_weights(config, two)
+  single = evaluation.evaluate(config, str(tmp_path), params, batch_stats, step)
+  [distributed] = metric_writer.read_metrics(two, 'val')
+  assert distributed['step'] == step == 12
+  for k in ('AP', 'AP50', 'AR100'):
+    np.testing.assert_allclose(distributed[k], single[k], rtol=1e-5, err_msg=k)
 
 
 def test_a_checkpoint_damaged_for_one_process_sends_every_process_to_the_step_before(
@@ -114,15 +129,8 @@ def test_a_checkpoint_damaged_for_one_process_sends_every_process_to_the_step_be
     for name in files:
       open(os.path.join(root, name), 'w').close()
   # Stopping at step 11: both processes resume at step 11 and have nothing left to train.
-  address = f'localhost:{_free_port()}'
-  env = _devices(4)
-  processes = [subprocess.Popen(
-      [sys.executable, '-m', 'dla_jax.main', '--config', 'configs/shapes_tiny.py', '--workdir',
-       workdir, '--mode', 'train', *few_images_flags(stop_at_step=11), '--distributed',
-       f'--coordinator_address={address}', '--num_processes=2', f'--process_id={i}'],
-      cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
-      for i, workdir in enumerate((healthy, damaged))]
-  lead, other = _finish(processes)
+  lead, other = _finish(_start([healthy, damaged],
+                               ['--mode', 'train', *few_images_flags(stop_at_step=11)]))
   assert 'checkpoint 12 in ' in other and 'cannot be read on process 1' in other, other
   assert 'cannot be read on processes [1]; every process tries the one before it' in lead, lead
   assert f'resumed from step 11 of {os.path.join(healthy, "checkpoints")}' in lead, lead

@@ -234,27 +234,33 @@ def test_a_run_compiles_each_step_once_per_orientation_however_often_it_evaluate
   assert lowered['Compiling jit(eval_step)'] == 2, lowered  # one per orientation, not per call
 
 
-def test_a_second_run_loads_the_compiled_train_step_from_the_persistent_cache(
-    few_images_flags, tmp_path):
+def test_a_run_keeps_compiled_programs_in_the_cache_folder_it_is_given(few_images_flags,
+                                                                      trained_run, tmp_path):
   """The cache folder is train.compilation_cache_dir, else $JAX_COMPILATION_CACHE_DIR, else
-  <workdir>/compilation_cache."""
+  <workdir>/compilation_cache. Each run evaluates a copy of ``trained_run``, whose evaluation
+  compiled the eval step into the suite's cache (a cached program is found only through the
+  folder it was written from)."""
+  suite_cache = os.environ['JAX_COMPILATION_CACHE_DIR']
   env = {k: v for k, v in os.environ.items() if k != 'JAX_COMPILATION_CACHE_DIR'}
 
-  def run(workdir, *overrides, **variables):
-    command = [sys.executable, '-m', 'dla_jax.main', '--mode', 'train', '--config',
-               'configs/shapes_tiny.py', '--workdir', str(workdir),
-               *few_images_flags(stop_at_step=1), *overrides]
-    return subprocess.run(command, cwd=REPO, env={**env, 'JAX_LOG_COMPILES': '1', **variables},
-                          capture_output=True, text=True, timeout=600, check=True).stderr
-
-  hit = "Persistent compilation cache hit for 'jit_train_step'"
-  first, second, third = tmp_path / 'first', tmp_path / 'second', tmp_path / 'third'
-  assert hit not in run(first)
-  cache = first / 'compilation_cache'  # the default: in the workdir
-  assert any(p.name.startswith('jit_train_step') for p in cache.iterdir())
-  assert hit in run(second, f'--config.train.compilation_cache_dir={cache}',
-                    JAX_COMPILATION_CACHE_DIR=str(tmp_path / 'elsewhere'))
-  assert hit in run(third, JAX_COMPILATION_CACHE_DIR=str(cache))
-  for workdir in (second, third):
+  def evaluate(name, *overrides, **variables):
+    workdir = tmp_path / name
+    shutil.copytree(trained_run[1], workdir)
     assert not (workdir / 'compilation_cache').exists()
+    command = [sys.executable, '-m', 'dla_jax.main', '--mode', 'evaluate', '--config',
+               'configs/shapes_tiny.py', '--workdir', str(workdir), *few_images_flags(),
+               *overrides]
+    log = subprocess.run(command, cwd=REPO, env={**env, 'JAX_LOG_COMPILES': '1', **variables},
+                         capture_output=True, text=True, timeout=600, check=True).stderr
+    return workdir / 'compilation_cache', log
+
+  hit = "Persistent compilation cache hit for 'jit_eval_step'"
+  own, log = evaluate('environment', JAX_COMPILATION_CACHE_DIR=suite_cache)
+  assert hit in log and not own.exists(), log[-3000:]
+  own, log = evaluate('configured', f'--config.train.compilation_cache_dir={suite_cache}',
+                      JAX_COMPILATION_CACHE_DIR=str(tmp_path / 'elsewhere'))
+  assert hit in log and not own.exists(), log[-3000:]
   assert not (tmp_path / 'elsewhere').exists()
+  own, log = evaluate('neither')
+  assert hit not in log
+  assert any(p.name.startswith('jit_eval_step-') for p in own.iterdir()), log[-3000:]
