@@ -93,6 +93,10 @@ def get_config() -> ml_collections.ConfigDict:
   data.short_side_range = (800, 800)
   data.flip_prob = 0.5
   data.max_boxes = 100
+  # Pillow's decompression-bomb guard (Image.MAX_IMAGE_PIXELS): images of more than twice this
+  # many pixels are refused, naming the file. 0 keeps Pillow's 89,478,485; raise it for real
+  # images that large.
+  data.max_image_pixels = 0
   # Training skips images without annotations (MMDetection's CocoDataset filter_empty_gt=True);
   # evaluation keeps every image.
   data.filter_empty_gt = True

@@ -119,6 +119,8 @@ def check(config: ml_collections.ConfigDict, num_devices: int, num_processes: in
            'cores), 0 (load in this process) or a number of worker processes')
   _require(d.num_threads >= 0, f'data.num_threads: {d.num_threads} is negative')
   _require(d.max_boxes >= 1, f'data.max_boxes: must be at least 1, got {d.max_boxes}')
+  _require(d.max_image_pixels >= 0, f'data.max_image_pixels: {d.max_image_pixels} is not 0 '
+           "(Pillow's limit) or a number of pixels")
 
   _require(config.assigner.topk >= 1,
            f'assigner.topk: must be at least 1, got {config.assigner.topk}')

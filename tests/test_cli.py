@@ -90,13 +90,23 @@ def test_a_users_mistake_ends_with_one_line_and_no_checkpoint(tmp_path, args, me
 
 
 @pytest.mark.slow
-def test_a_corrupt_image_met_in_training_ends_with_one_line_naming_it(tmp_path):
+@pytest.mark.parametrize('bad, message', [
+    ('corrupt', r'5\.png: cannot read image 6: '),
+    ('too_large', r'\d\.png: cannot read image \d: .*decompression bomb.*; for real images this '
+                  r'large, raise data\.max_image_pixels$')])
+def test_a_bad_image_met_in_training_ends_with_one_line_naming_it(tmp_path, bad, message):
+  """A corrupt file, or an image past the pixel limit (every image here is past twice
+  ``data.max_image_pixels=1000``)."""
   rng = np.random.default_rng(0)
   images = []
   for i in range(8):
     Image.fromarray(rng.integers(0, 256, (64, 64, 3), np.uint8)).save(tmp_path / f'{i}.png')
     images.append({'id': i + 1, 'file_name': f'{i}.png', 'height': 64, 'width': 64})
-  (tmp_path / '5.png').write_bytes(b'not a png')
+  limit = []
+  if bad == 'corrupt':
+    (tmp_path / '5.png').write_bytes(b'not a png')
+  else:
+    limit = ['--config.data.max_image_pixels=1000']
   (tmp_path / 'instances.json').write_text(json.dumps({
       'images': images, 'categories': [{'id': 1, 'name': 'thing'}],
       'annotations': [{'id': i + 1, 'image_id': i + 1, 'category_id': 1,
@@ -105,11 +115,11 @@ def test_a_corrupt_image_met_in_training_ends_with_one_line_naming_it(tmp_path):
   result = _main('--config', 'shapes_tiny', '--workdir', str(workdir),
                  '--config.data.source=coco_json', f'--config.data.train_images={tmp_path}',
                  f'--config.data.train_annotations={tmp_path / "instances.json"}',
-                 '--config.data.num_classes=1', '--config.train.global_batch=8',
+                 '--config.data.num_classes=1', '--config.train.global_batch=8', *limit,
                  '--mode', 'train', cwd=tmp_path)
   assert result.returncode == 2, result.stderr
   last = result.stderr.strip().splitlines()[-1]
-  assert last.startswith(f'dla_jax.main: error: {tmp_path / "5.png"}: cannot read image 6'), last
+  assert re.match(rf'dla_jax\.main: error: {re.escape(str(tmp_path))}/{message}', last), last
   assert 'Traceback' not in result.stderr
   assert not any((workdir / 'checkpoints').iterdir())
 

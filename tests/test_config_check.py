@@ -41,6 +41,7 @@ def test_each_choice_field_names_its_allowed_values(name):
     ('data.image_size', (100, 128), r'^data.image_size: \(100, 128\) must be multiples of 32'),
     ('data.scale', (512, 128), r'^data.scale \(512, 128\) and data.short_side_range'),
     ('data.num_workers', -2, r'^data.num_workers: -2 is not -1'),
+    ('data.max_image_pixels', -1, r"^data.max_image_pixels: -1 is not 0 \(Pillow's limit\)"),
     ('data.num_threads', -1, r'^data.num_threads: -1 is negative'),
     ('data.num_classes', 0, r'^data.num_classes: must be at least 1'),
     ('model.gn_groups', 24, r'^model.gn_groups: 24 does not divide'),

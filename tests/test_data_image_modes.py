@@ -119,6 +119,20 @@ def test_an_image_past_the_decompression_bomb_limit_is_refused_naming_it(tmp_pat
   assert str(raised.value).startswith(f'{tmp_path / "big.png"}: cannot read image 9: ')
 
 
+def test_a_raised_pixel_limit_reads_what_pillows_own_refuses(tmp_path, monkeypatch):
+  Image.fromarray(RAMP.astype(np.uint8)).save(tmp_path / 'big.png')
+  monkeypatch.setattr(Image, 'MAX_IMAGE_PIXELS', 100)  # Pillow's limit, as low as the image
+  record = image_annotations.Record(image_id=9, path=str(tmp_path / 'big.png'), height=16,
+                                    width=16, boxes=np.zeros((0, 4), np.float32),
+                                    labels=np.zeros(0, np.int32))
+  with pytest.raises(errors.DataError, match='raise data.max_image_pixels'):
+    image_annotations.read_file(record)
+  with warnings.catch_warnings():
+    warnings.simplefilter('ignore', Image.DecompressionBombWarning)  # 256 is past 1 x 200
+    image = image_annotations.FileReader(max_pixels=200)(record)
+  np.testing.assert_array_equal(np.asarray(image)[..., 0], RAMP)
+
+
 @pytest.mark.parametrize('make', ['empty', 'loop'])
 def test_an_empty_file_or_a_link_loop_is_refused_naming_it(tmp_path, make):
   path = tmp_path / 'a.png'

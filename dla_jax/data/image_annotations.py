@@ -82,18 +82,26 @@ def clean_boxes(xywh: np.ndarray, height: int, width: int,
   return clipped[keep], keep
 
 
-def read_image(path: str, what: str = 'image', data: bytes | None = None) -> Image.Image:
+def read_image(path: str, what: str = 'image', data: bytes | None = None,
+               max_pixels: int = 0) -> Image.Image:
   """Reads an image file, or its encoded ``data`` named ``path``, as 8-bit RGB (``as_rgb``);
-  ``what`` names it in errors (e.g. 'image 42').
+  ``what`` names it in errors (e.g. 'image 42'). ``max_pixels``, when not 0, sets Pillow's
+  decompression-bomb limit (``Image.MAX_IMAGE_PIXELS``, for this whole process): Pillow refuses
+  images of more than twice that many pixels.
 
   Raises:
     DataError: naming the file, when it is missing, unreadable, corrupt, over Pillow's
       decompression-bomb limit, or of pixels that do not scale to 8 bits.
   """
+  if max_pixels:
+    Image.MAX_IMAGE_PIXELS = max_pixels
   try:
     image = Image.open(path if data is None else io.BytesIO(data))
     image.load()  # decodes and closes the file
-  except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
+  except Image.DecompressionBombError as e:
+    raise DataError(f'{path}: cannot read {what}: {str(e).rstrip(".")}; for real images this '
+                    'large, raise data.max_image_pixels') from e
+  except (OSError, SyntaxError, ValueError) as e:
     raise DataError(f'{path}: cannot read {what}: {e}') from e
   return as_rgb(image, f'{path}: cannot read {what}')
 
@@ -141,9 +149,19 @@ def as_rgb(image: Image.Image, where: str) -> Image.Image:
     raise DataError(f'{where}: mode {mode} does not convert to RGB: {e}') from e
 
 
-def read_file(record: Record) -> Image.Image:
-  """The image reader of image files: ``record.path`` read as RGB."""
-  return read_image(record.path, f'image {record.image_id}')
+@dataclasses.dataclass(frozen=True)
+class FileReader:
+  """The image reader of image files: ``record.path`` read as RGB, with Pillow's
+  decompression-bomb limit at ``max_pixels`` (``read_image``; 0 keeps Pillow's) in whichever
+  process reads. Picklable, so that worker processes read with the same limit."""
+
+  max_pixels: int = 0
+
+  def __call__(self, record: Record) -> Image.Image:
+    return read_image(record.path, f'image {record.image_id}', max_pixels=self.max_pixels)
+
+
+read_file = FileReader()  # image files at Pillow's own limit
 
 
 ImageReader = Callable[[Record], Image.Image]  # picklable, for worker processes

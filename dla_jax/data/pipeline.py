@@ -85,10 +85,10 @@ def load_dataset(config: ml_collections.ConfigDict, split: str) -> coco_json.Coc
   """
   data = config.data
   images, annotations = dataset_files(config, split)
-  reader = image_annotations.read_file
+  reader = image_annotations.FileReader(data.max_image_pixels)
   if data.source == 'tfds' and data.tfds_read == 'data_source':
     reader = tfds_coco.SourceImages(data.tfds_name, data_path(config, 'tfds_data_dir'),
-                                    _tfds_split(config, split))
+                                    _tfds_split(config, split), data.max_image_pixels)
   dataset = coco_json.load(images, annotations, reader)
   if len(dataset.category_ids) != config.data.num_classes:
     raise errors.ConfigError(f'data.num_classes is {config.data.num_classes} but '

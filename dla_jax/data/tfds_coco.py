@@ -156,21 +156,24 @@ def data_source(name: str, data_dir: str, split: str) -> Any:
 
 class SourceImages:
   """The image reader of a TFDS split read through ``data_source``: decodes the encoded image
-  at a record's ``source_index``. Picklable: each process opens the source when it first
+  at a record's ``source_index``, with Pillow's decompression-bomb limit at ``max_pixels``
+  (``image_annotations.read_image``). Picklable: each process opens the source when it first
   reads."""
 
-  def __init__(self, name: str, data_dir: str, split: str):
+  def __init__(self, name: str, data_dir: str, split: str, max_pixels: int = 0):
     self._args = (name, data_dir, split)
+    self._max_pixels = max_pixels
     self._source = None
 
   def __getstate__(self) -> dict:
-    return {'_args': self._args, '_source': None}
+    return {'_args': self._args, '_max_pixels': self._max_pixels, '_source': None}
 
   def __call__(self, record: image_annotations.Record) -> Image.Image:
     if self._source is None:
       self._source = data_source(*self._args)
     return image_annotations.read_image(record.path, f'image {record.image_id}',
-                                  data=self._source[record.source_index]['image'])
+                                        data=self._source[record.source_index]['image'],
+                                        max_pixels=self._max_pixels)
 
 
 def index(name: str, data_dir: str, split: str, cache_dir: str) -> str:
