@@ -4,7 +4,7 @@ with clear errors.
 A record describes one image of a dataset in its original pixels: where the image is, the size
 the annotations state, and its training targets. Crowd regions are not targets (COCO keeps them
 for evaluation only), and every box is clipped to the image and at least 1 px wide and high.
-The dataset's image reader reads a record's image: ``read_file`` for image files, or a
+The dataset's image reader reads a record's image: ``FileReader`` for image files, or a
 random-access source's own (``tfds_coco.SourceImages``).
 """
 
